@@ -1,0 +1,1 @@
+"""The ``neurodata`` command line: one module per verb in this package."""

@@ -1,0 +1,130 @@
+"""Format registry: which loader reads which file, detected from content.
+
+Each loader module defines
+
+- ``VERSION``: the format version/specification it implements (a string);
+- ``sniff(path, head) -> bool``: whether the file (``head`` = its first 4 KiB,
+  ``b""`` for folders) is in this format, from magic bytes/header first and
+  the file extension only where the format has no magic;
+- events loaders: ``read(path, **kw) -> neurodata.events.EventRecording``;
+- other modalities: ``convert(src, out, **kw)``, writing a complete store
+  into the (temporary) folder ``out``.
+
+Modules are imported only when needed, so heavy readers (MNE, pynwb, h5py)
+cost nothing until used.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from neurodata.errors import FormatError, UnknownFormatError
+
+
+@dataclass(frozen=True)
+class FormatSpec:
+    """A readable source format."""
+
+    name: str
+    modality: str
+    module: str
+    extensions: tuple[str, ...]
+    description: str
+    folder: bool = False  # the source is a folder (suite2p output, BIDS dataset)
+
+    def load(self):
+        """Import and return the loader module."""
+        return importlib.import_module(self.module)
+
+
+# Order matters: formats with strong magic first, extension-only formats last.
+FORMATS: list[FormatSpec] = [
+    # events
+    FormatSpec("aedat4", "events", "neurodata.loaders.aedat4", (".aedat4",),
+               "iniVation DV AEDAT 4.0 (FlatBuffers packets, LZ4/Zstd)"),
+    FormatSpec("aedat", "events", "neurodata.loaders.aedat", (".aedat", ".dat"),
+               "jAER/cAER AEDAT 2.0 and 3.1 (DVS128, DAVIS240/346)"),
+    FormatSpec("prophesee_dat", "events", "neurodata.loaders.prophesee_dat", (".dat",),
+               "Prophesee/Chronocam .dat (CD events, 8 bytes each)"),
+    FormatSpec("prophesee_raw", "events", "neurodata.loaders.prophesee_raw", (".raw",),
+               "Prophesee EVT 2.0 / EVT 3.0 .raw"),
+    FormatSpec("hdf5_spikes", "events", "neurodata.loaders.hdf5_spikes", (".h5", ".hdf5"),
+               "HDF5 spike sets in the SHD/SSC layout (spikes/times, spikes/units, labels)"),
+    FormatSpec("mat_events", "events", "neurodata.loaders.mat_events", (".mat",),
+               "MATLAB .mat event samples (ASL-DVS, ST-MNIST)"),
+    FormatSpec("numpy_events", "events", "neurodata.loaders.numpy_events", (".npy", ".npz"),
+               "numpy structured arrays with x, y, t, p fields (.npy/.npz)"),
+    FormatSpec("atis_bin", "events", "neurodata.loaders.atis_bin", (".bin",),
+               "N-MNIST/N-Caltech101 ATIS 40-bit events"),
+]
+
+
+def register(spec: FormatSpec, first: bool = False) -> None:
+    """Add a format (used by modality packages and plugins)."""
+    global FORMATS
+    FORMATS = [f for f in FORMATS if f.name != spec.name]
+    if first:
+        FORMATS.insert(0, spec)
+    else:
+        FORMATS.append(spec)
+
+
+def get(name: str) -> FormatSpec:
+    """Look a format up by name."""
+    for f in FORMATS:
+        if f.name == name:
+            return f
+    raise UnknownFormatError(f"unknown format {name!r}; known: {', '.join(f.name for f in FORMATS)}")
+
+
+def _modules_ok(spec: FormatSpec):
+    try:
+        return spec.load()
+    except ModuleNotFoundError as e:
+        # the loader's own optional dependency is missing: skip it in detection
+        if e.name and spec.module.startswith(e.name):
+            return None
+        return None
+
+
+def detect(path: str | os.PathLike) -> FormatSpec:
+    """Return the format of ``path`` from its content (and extension as a tie-breaker)."""
+    p = Path(path)
+    if not p.exists():
+        raise FormatError("no such file or folder", p)
+    if p.is_dir():
+        head = b""
+        candidates = [f for f in FORMATS if f.folder]
+    else:
+        if p.stat().st_size == 0:
+            raise FormatError("empty file", p)
+        with open(p, "rb") as fh:
+            head = fh.read(4096)
+        candidates = [f for f in FORMATS if not f.folder]
+    for spec in candidates:
+        mod = _modules_ok(spec)
+        if mod is None:
+            continue
+        try:
+            if mod.sniff(p, head):
+                return spec
+        except Exception:  # a sniffer must never decide by crashing
+            continue
+    kind = "folder" if p.is_dir() else "file"
+    raise UnknownFormatError(f"no loader recognises this {kind}", p)
+
+
+def read_events(path: str | os.PathLike, format: str | None = None, **kw):
+    """Read an event file into an :class:`~neurodata.events.EventRecording`."""
+    spec = get(format) if format else detect(path)
+    if spec.modality != "events":
+        raise FormatError(f"format {spec.name!r} holds {spec.modality}, not events", path)
+    rec = spec.load().read(Path(path), **kw)
+    if not rec.format:
+        rec.format = f"{spec.name}/{spec.load().VERSION}"
+    return rec
+
+
+__all__ = ["FormatSpec", "FORMATS", "register", "get", "detect", "read_events"]
