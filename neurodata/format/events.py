@@ -26,7 +26,7 @@ from neurodata.format.schema import SCHEMA_ATTR, parse_schema
 from neurodata.format.store import create_array, finalize_store, open_new_group
 
 #: events per chunk (the unit of decoding and of the time index)
-EVENT_CHUNK = 1 << 18
+EVENT_CHUNK = 1 << 20
 #: events per shard file
 EVENT_SHARD = 1 << 22
 #: samples per chunk of the per-sample table

@@ -57,3 +57,35 @@ def read(path: Path, **kw) -> EventRecording:
     raw = frombuffer_exact(data, np.dtype((np.uint8, 5)), 0, path)
     x, y, t, p = decode(raw, path)
     return EventRecording(x, y, t, p, sensor_size=None, format=f"atis_bin/{VERSION}")
+
+
+def encode(x, y, t, p) -> bytes:
+    """Encode events as ATIS 40-bit records (the inverse of :func:`read`).
+
+    Timestamps beyond the 23-bit counter get overflow marker records
+    (``y == 240``) so that decoding restores them exactly. Coordinates must
+    fit in 8 bits and must not use the marker row 240.
+    """
+    x = np.asarray(x)
+    y = np.asarray(y)
+    t = np.asarray(t, np.int64)
+    p = np.asarray(p)
+    if len(t) and (x.max() > 255 or y.max() > 255 or np.any(y == 240)):
+        raise ValueError("ATIS .bin holds x, y < 256 and reserves y == 240")
+    if len(t) and (t.min() < 0 or np.any(np.diff(t) < 0)):
+        raise ValueError("ATIS .bin needs sorted, non-negative timestamps")
+    period = t // _PERIOD
+    n_markers = np.diff(period, prepend=0) if len(t) else np.zeros(0, np.int64)
+    total = len(t) + int(n_markers.sum())
+    out = np.zeros((total, 5), np.uint8)
+    # position of each event after the markers that precede it
+    pos = np.arange(len(t)) + np.cumsum(n_markers)
+    marker_rows = np.setdiff1d(np.arange(total), pos)
+    out[marker_rows, 1] = 240
+    ts = (t % _PERIOD).astype(np.uint32)
+    out[pos, 0] = x
+    out[pos, 1] = y
+    out[pos, 2] = ((np.asarray(p, np.uint8) > 0).astype(np.uint8) << 7) | ((ts >> 16) & 0x7F).astype(np.uint8)
+    out[pos, 3] = (ts >> 8) & 0xFF
+    out[pos, 4] = ts & 0xFF
+    return out.tobytes()
