@@ -29,7 +29,7 @@ def real_file(shared: Path, rel: str) -> Path:
     return p
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def real(shared_data):
     """``real("events/sample_nmnist.bin")`` -> Path, skipping if missing."""
     return lambda rel: real_file(shared_data, rel)
