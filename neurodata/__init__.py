@@ -22,7 +22,7 @@ def __getattr__(name):
 
         return _open
     if name == "convert":
-        from neurodata.convert import convert
+        from neurodata.conversion import convert
 
         return convert
     if name == "stream":

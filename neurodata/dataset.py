@@ -43,6 +43,12 @@ def open(path, storage_options: dict | None = None):  # noqa: A001 - public name
     their own dataset types. All of them support ``len()``, indexing and
     ``to_xarray()``.
     """
+    if isinstance(path, str) and path.startswith("hf://"):
+        from neurodata.hub.fetch import hf_storage_options, resolve_hf_url
+
+        repo, rev, inner = resolve_hf_url(path)
+        path = f"hf://datasets/{repo}{'@' + rev if rev else ''}/{inner}"
+        storage_options = {**hf_storage_options(path), **(storage_options or {})}
     modality = store_modality(path, storage_options)
     mod, _, name = OPENERS[modality].partition(":")
     opener = getattr(importlib.import_module(mod), name)

@@ -27,7 +27,7 @@ def add_parser(sub):
 def run(args) -> int:
     from pathlib import Path
 
-    from neurodata.convert import convert
+    from neurodata.conversion import convert
 
     kw = {}
     if args.fs is not None:
