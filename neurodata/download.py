@@ -179,12 +179,19 @@ def fetch(remote: RemoteFile, folder: str | os.PathLike, *, retries: int = 4,
         except _Fatal as e:
             failures.append(f"{url}: {e}")
             continue
+        html = _looks_like_html(part) and not remote.name.lower().endswith((".html", ".htm"))
         try:
             verify_file(part, remote.sha256, remote.md5, remote.size, origin=url)
+            if html:
+                raise ChecksumError("the server sent an HTML page instead of the file "
+                                    "(a login, consent or quota page?)", part)
         except ChecksumError as e:
             part.unlink(missing_ok=True)  # corrupt content is never resumed nor kept
+            reason = e.reason
+            if html and "HTML page" not in reason:
+                reason += "; the server sent an HTML page instead of the file"
             checksum_failures.append(e)
-            failures.append(f"{url}: {e.reason}")
+            failures.append(f"{url}: {reason}")
             continue
         os.replace(part, dest)
         return dest
@@ -222,7 +229,7 @@ def _download_once(sess, url, part: Path, size, timeout, progress, label) -> Non
     try:
         resp = sess.get(url, headers=headers, stream=True, timeout=timeout, allow_redirects=True)
     except (requests.ConnectionError, requests.Timeout) as e:
-        raise _Interrupted(f"connection failed ({e.__class__.__name__})") from None
+        raise _Interrupted(f"connection failed ({_short_reason(e)})") from None
     except requests.RequestException as e:
         raise _Fatal(f"request failed ({e.__class__.__name__}: {e})") from None
     with resp:
@@ -267,6 +274,20 @@ def _download_once(sess, url, part: Path, size, timeout, progress, label) -> Non
             bar.close()
         if expected is not None and received < expected:
             raise _Interrupted(f"connection closed at byte {received} of {expected}")
+
+
+def _looks_like_html(path: Path) -> bool:
+    with open(path, "rb") as f:
+        head = f.read(512).lstrip().lower()
+    return head.startswith((b"<!doctype html", b"<html"))
+
+
+def _short_reason(e: Exception) -> str:
+    """The innermost cause of a requests error, e.g. ``NameResolutionError``."""
+    import re
+
+    causes = re.findall(r"Caused by (\w+)\(", str(e))
+    return causes[-1] if causes else e.__class__.__name__
 
 
 def _start_from_content_range(value: str | None) -> int | None:
@@ -411,20 +432,24 @@ def extract_archive(archive: str | os.PathLike, target: str | os.PathLike, *,
         raise CorruptFileError("not a zip or tar archive (or a damaged one)", archive)
     tmp = target.parent / f".{target.name}.extract-{uuid.uuid4().hex[:8]}"
     target.parent.mkdir(parents=True, exist_ok=True)
+    known: dict[str, str] = {}
     try:
         if kind == "zip":
             with zipfile.ZipFile(archive) as zf:
                 members = list(_zip_members(zf))
                 check_member_paths(members, archive)
+                _check_space(sum(i.file_size for i in zf.infolist()), target.parent, archive)
                 tmp.mkdir()
-                _extract_zip(zf, tmp, members)
+                known = _extract_zip(zf, tmp, members, archive)
         else:
             with tarfile.open(archive) as tf:
                 check_member_paths(_tar_members(tf), archive)
+                _check_space(sum(m.size for m in tf.getmembers() if m.isfile()), target.parent,
+                             archive)
                 tmp.mkdir()
                 tf.extractall(tmp, filter="data")
         if manifest:
-            write_manifest(tmp, archive)
+            write_manifest(tmp, archive, known=known)
         if target.exists():
             shutil.rmtree(target)
         os.replace(tmp, target)
@@ -439,19 +464,55 @@ def extract_archive(archive: str | os.PathLike, target: str | os.PathLike, *,
     return target
 
 
-def _extract_zip(zf: zipfile.ZipFile, dest: Path, members) -> None:
+def _check_space(needed: int, folder: Path, archive) -> None:
+    """Refuse to start an extraction the disk cannot hold (with 5 % to spare)."""
+    free = shutil.disk_usage(folder).free
+    if needed * 1.05 > free:
+        raise NeurodataError(f"unpacking needs {needed / 1e9:.2f} GB but {folder} has "
+                             f"{free / 1e9:.2f} GB free", archive)
+
+
+def _extract_zip(zf: zipfile.ZipFile, dest: Path, members, archive) -> dict[str, str]:
+    """Write the (already checked) members; return each file's sha256, hashed while writing.
+
+    Archives holding symlinks get one more check per member: the real folder
+    it is written into, and the real target of each link, must lie inside
+    ``dest`` (links of links can point where no single link seems to).
+    """
     root = dest.resolve()
+    has_links = any(kind == "symlink" for _, kind, _ in members)
+    made = {root}
+    digests = {}
     for info, (name, kind, link) in zip(zf.infolist(), members):
-        out = (root / name).resolve()
+        rel = PurePosixPath(name.replace("\\", "/"))
+        out = root.joinpath(*[p for p in rel.parts if p not in ("", ".")])
         if kind == "dir":
             out.mkdir(parents=True, exist_ok=True)
             continue
-        out.parent.mkdir(parents=True, exist_ok=True)
+        if out.parent not in made:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            made.add(out.parent)
+        if has_links and not _inside(os.path.realpath(out.parent), root):
+            raise UnsafeArchiveError(f"member {name!r} would be written through a link "
+                                     "leaving the target folder", archive)
         if kind == "symlink":
             os.symlink(link, out)
+            if not _inside(os.path.realpath(out), root):
+                out.unlink()
+                raise UnsafeArchiveError(f"symlink {name!r} -> {link!r} resolves outside the "
+                                         "target folder", archive)
             continue
+        h = hashlib.sha256()
         with zf.open(info) as src, open(out, "wb") as fh:
-            shutil.copyfileobj(src, fh, _BLOCK)
+            while block := src.read(_BLOCK):
+                h.update(block)
+                fh.write(block)
+        digests[out.relative_to(root).as_posix()] = h.hexdigest()
+    return digests
+
+
+def _inside(path: str, root: Path) -> bool:
+    return path == str(root) or path.startswith(str(root) + os.sep)
 
 
 # --------------------------------------------------------------------------- manifest
@@ -463,12 +524,21 @@ def _walk_files(folder: Path):
             yield p
 
 
-def write_manifest(folder: str | os.PathLike, archive: str | os.PathLike | None = None) -> Path:
-    """Record every file's size and sha256 (and the source archive's) in the folder."""
+def write_manifest(folder: str | os.PathLike, archive: str | os.PathLike | None = None,
+                   known: dict[str, str] | None = None) -> Path:
+    """Record every file's size, mtime and sha256 (and the source archive's) in the folder.
+
+    ``known`` maps relative paths to sha256 digests computed while extracting,
+    so those files are not read a second time.
+    """
     folder = Path(folder)
-    files = {p.relative_to(folder).as_posix(): {"size": p.stat().st_size,
-                                                 "sha256": file_digest(p)}
-             for p in _walk_files(folder)}
+    known = known or {}
+    files = {}
+    for p in _walk_files(folder):
+        st = p.stat()
+        rel = p.relative_to(folder).as_posix()
+        files[rel] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns,
+                      "sha256": known.get(rel) or file_digest(p)}
     doc = {"manifest": 1, "files": files}
     if archive is not None:
         archive = Path(archive)
@@ -482,8 +552,8 @@ def write_manifest(folder: str | os.PathLike, archive: str | os.PathLike | None 
 def verify_manifest(folder: str | os.PathLike, deep: bool = True) -> dict:
     """Check an extracted folder against its manifest; return the manifest.
 
-    ``deep`` recomputes every sha256; otherwise only sizes and the set of
-    files are compared.
+    ``deep`` recomputes every sha256; otherwise the set of files, their
+    sizes and modification times are compared (fast, for reuse).
 
     Raises
     ------
@@ -510,17 +580,22 @@ def verify_manifest(folder: str | os.PathLike, deep: bool = True) -> dict:
                             folder)
     for rel, meta in files.items():
         p = present[rel]
-        if p.stat().st_size != meta["size"]:
-            raise ChecksumError(f"size {p.stat().st_size} differs from the extracted "
+        st = p.stat()
+        if st.st_size != meta["size"]:
+            raise ChecksumError(f"size {st.st_size} differs from the extracted "
                                 f"{meta['size']}", p)
+        if not deep and st.st_mtime_ns != meta.get("mtime_ns", st.st_mtime_ns):
+            raise ChecksumError("modified after extraction (mtime changed)", p)
         if deep and file_digest(p) != meta["sha256"]:
             raise ChecksumError("content differs from what was extracted (sha256)", p)
     return doc
 
 
-def gated_error(name: str, gated: dict, folder: Path) -> GatedDatasetError:
+def gated_error(name: str, gated: dict, folder: Path,
+                homepage: str | None = None) -> GatedDatasetError:
     """The error a gated dataset stops with: the card's instructions plus where files go."""
     reason = gated.get("reason") or "access requires accepting a licence or credentials"
     steps = " ".join(str(gated.get("instructions") or "").split())
-    return GatedDatasetError(f"gated dataset: {reason}. {steps} Then place the files in {folder} "
-                             f"and run `neurodata download {name}` again.", name)
+    page = f" Homepage: {homepage}." if homepage else ""
+    return GatedDatasetError(f"gated dataset: {reason}. {steps}{page} Then place the files in "
+                             f"{folder} and run `neurodata download {name}` again.", name)

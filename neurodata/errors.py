@@ -19,6 +19,7 @@ __all__ = [
     "GatedDatasetError",
     "UnsafeArchiveError",
     "TransformError",
+    "StoreReplacedError",
 ]
 
 
@@ -77,3 +78,7 @@ class UnsafeArchiveError(NeurodataError):
 
 class TransformError(NeurodataError):
     """A transform failed on a sample; names the sample and the transform."""
+
+
+class StoreReplacedError(SchemaError):
+    """A store was replaced (re-converted) while open; reopen it to read the new version."""

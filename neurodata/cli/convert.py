@@ -18,6 +18,9 @@ def add_parser(sub):
     p.add_argument("--fs", type=float, help="sampling/frame rate when the source lacks it")
     p.add_argument("--deidentify", action="store_true",
                    help="drop subject-identifying header fields (EEG)")
+    p.add_argument("-o", "--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="a loader option, e.g. -o sex=male -o nmj=false (repeatable; values "
+                        "are read as JSON when they parse, else as text)")
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -29,7 +32,7 @@ def run(args) -> int:
 
     from neurodata.conversion import convert
 
-    kw = {}
+    kw = parse_options(args.option)
     if args.fs is not None:
         kw["fs"] = args.fs
     if args.deidentify:
@@ -50,6 +53,22 @@ def run(args) -> int:
                   progress=not args.no_progress, **kw)
     _report(out, args.json)
     return 0
+
+
+def parse_options(items) -> dict:
+    """``["a=1", "b=x,y", "c=true"]`` -> ``{"a": 1, "b": "x,y", "c": True}``."""
+    from neurodata.errors import NeurodataError
+
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise NeurodataError(f"loader option {item!r} is not KEY=VALUE")
+        try:
+            out[key.strip().replace("-", "_")] = json.loads(value)
+        except ValueError:
+            out[key.strip().replace("-", "_")] = value
+    return out
 
 
 def _report(out, as_json: bool) -> None:

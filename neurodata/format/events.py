@@ -20,9 +20,10 @@ from typing import Sequence
 import numpy as np
 import zarr
 
-from neurodata.errors import NeurodataError, SchemaError
+from neurodata.errors import NeurodataError, SchemaError, StoreReplacedError
 from neurodata.events import COLUMN_DTYPES, COLUMNS, columns
 from neurodata.format.schema import SCHEMA_ATTR, parse_schema
+from neurodata.format.snapshot import StoreSnapshot, is_local
 from neurodata.format.store import create_array, finalize_store, open_new_group
 
 #: events per chunk (the unit of decoding and of the time index)
@@ -196,6 +197,27 @@ class EventStoreReader:
 
     def __init__(self, path, storage_options: dict | None = None):
         self.path = os.fspath(path) if not isinstance(path, str) else path
+        # a local store is pinned to the folder current at open (see format/snapshot.py):
+        # an open that overlaps a replacement is retried, later reads are checked
+        self._snap = None
+        for _ in range(20):
+            snap = StoreSnapshot(self.path) if is_local(self.path) else None
+            if snap is not None and snap.identity is None:
+                snap = None  # nothing there: the open below says so
+            try:
+                self._open(storage_options)
+            except Exception:
+                if snap is None or not snap.changed():
+                    raise
+                snap.close()
+                continue  # the store was swapped under the open: open the new version
+            if snap is None or not snap.changed():
+                self._snap = snap
+                return
+            snap.close()
+        raise StoreReplacedError("the store kept being replaced while opening", self.path)
+
+    def _open(self, storage_options) -> None:
         try:
             self.root = zarr.open_group(self.path, mode="r", storage_options=storage_options) \
                 if "://" in self.path else zarr.open_group(self.path, mode="r")
@@ -224,15 +246,27 @@ class EventStoreReader:
     def __len__(self) -> int:
         return len(self.start)
 
+    def _checked(self, read):
+        """``read()``, valid only if the store was not replaced meanwhile (else StoreReplacedError)."""
+        try:
+            out = read()
+        except Exception:
+            if self._snap is not None:
+                self._snap.check()  # a read failing because the store was swapped says so
+            raise
+        if self._snap is not None:
+            self._snap.check()
+        return out
+
     def sources(self) -> np.ndarray:
-        return np.asarray(self.root["source"][:], dtype=object)
+        return self._checked(lambda: np.asarray(self.root["source"][:], dtype=object))
 
     def splits(self) -> np.ndarray:
-        return np.asarray(self.root["split"][:], dtype=object)
+        return self._checked(lambda: np.asarray(self.root["split"][:], dtype=object))
 
     def read_range(self, e0: int, e1: int, names: Sequence[str] = COLUMNS) -> dict:
         """Event columns ``[e0, e1)`` as a dict of numpy arrays."""
-        return {name: np.asarray(self.cols[name][e0:e1]) for name in names}
+        return self._checked(lambda: {name: np.asarray(self.cols[name][e0:e1]) for name in names})
 
     def read_sample(self, i: int) -> dict:
         """Columns of sample ``i``."""
@@ -260,6 +294,9 @@ class EventStoreReader:
 
     def window(self, i: int, t0: int, t1: int) -> dict:
         """Events of sample ``i`` with ``t0 <= t < t1``, reading only overlapping chunks."""
+        return self._checked(lambda: self._window(i, t0, t1))
+
+    def _window(self, i: int, t0: int, t1: int) -> dict:
         s, c = int(self.start[i]), int(self.count[i])
         e = s + c
         if c == 0:

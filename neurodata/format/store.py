@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import errno
 import hashlib
 import os
 import shutil
+import sys
 import uuid
 import warnings
 from pathlib import Path
@@ -89,21 +91,30 @@ def atomic_store(out: str | os.PathLike, overwrite: bool = False) -> Iterator[Pa
     """Yield a temporary sibling path; move it to ``out`` when the block succeeds.
 
     On any exception the temporary folder is removed and ``out`` is left as
-    it was. With ``overwrite`` an existing store at ``out`` is swapped out in
-    one rename and then deleted.
+    it was. With ``overwrite`` an existing store at ``out`` is exchanged with
+    the new one in one atomic step (``renameat2(RENAME_EXCHANGE)`` on Linux;
+    elsewhere two renames) and then deleted, so ``out`` always names a
+    complete store. A writer killed outright (SIGKILL, power loss) leaves at
+    most a ``.NAME.tmp-HOST.PID.RAND`` sibling, never a partial ``out``; the
+    next write to ``out`` removes such siblings once their process is gone
+    (:func:`remove_stale_siblings`).
     """
     out = Path(out).absolute()
     if out.exists() and not overwrite:
         raise NeurodataError("output exists (use overwrite=True / --overwrite)", out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
+    remove_stale_siblings(out)
+    tmp = out.parent / f".{out.name}.tmp-{_owner_tag()}.{uuid.uuid4().hex[:8]}"
     try:
         yield tmp
         if not (tmp / "zarr.json").exists():
             raise NeurodataError("writer produced no store", out)
+        if out.exists() and _exchange(tmp, out):
+            shutil.rmtree(tmp, ignore_errors=True)  # tmp now holds the previous store
+            return
         old = None
         if out.exists():
-            old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
+            old = out.parent / f".{out.name}.old-{_owner_tag()}.{uuid.uuid4().hex[:8]}"
             os.replace(out, old)
         os.replace(tmp, out)
         if old is not None:
@@ -111,6 +122,93 @@ def atomic_store(out: str | os.PathLike, overwrite: bool = False) -> Iterator[Pa
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _host_tag() -> str:
+    import socket
+
+    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:6]
+
+
+def _owner_tag() -> str:
+    """``HOST.PID`` of this process, as written into temporary sibling names."""
+    return f"{_host_tag()}.{os.getpid()}"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # exists (another user's) or cannot tell: keep its files
+    return True
+
+
+def remove_stale_siblings(out: str | os.PathLike) -> list[Path]:
+    """Remove ``.NAME.tmp-*``/``.NAME.old-*`` siblings of ``out`` left by dead writers.
+
+    A sibling is removed only when its name says it was written on this host
+    by a process that no longer exists; a live writer's (or another host's)
+    temporary folder is never touched. Returns the removed paths.
+    """
+    out = Path(out).absolute()
+    removed = []
+    if not out.parent.is_dir():
+        return removed
+    host = _host_tag()
+    for kind in ("tmp", "old"):
+        for p in out.parent.glob(f".{glob_escape(out.name)}.{kind}-*"):
+            parts = p.name[len(f".{out.name}.{kind}-"):].split(".")
+            if len(parts) != 3 or parts[0] != host or not parts[1].isdigit():
+                continue
+            if int(parts[1]) == os.getpid() or _pid_alive(int(parts[1])):
+                continue
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p)
+    return removed
+
+
+def glob_escape(name: str) -> str:
+    """``name`` with glob metacharacters escaped."""
+    import glob
+
+    return glob.escape(name)
+
+
+_RENAME_EXCHANGE = 2
+_renameat2 = None
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two existing paths (Linux ``renameat2``); False where unsupported."""
+    global _renameat2
+    if not sys.platform.startswith("linux"):
+        return False
+    if _renameat2 is None:
+        import ctypes
+
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            fn = libc.renameat2
+            fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p,
+                           ctypes.c_uint]
+            fn.restype = ctypes.c_int
+            _renameat2 = fn
+        except (OSError, AttributeError):
+            _renameat2 = False
+    if not _renameat2:
+        return False
+    import ctypes
+
+    at_fdcwd = -100
+    rc = _renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), _RENAME_EXCHANGE)
+    if rc == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV):
+        return False  # kernel or filesystem without exchange: fall back to two renames
+    raise OSError(err, os.strerror(err), os.fspath(b))
 
 
 def open_new_group(path: str | os.PathLike, modality: str, attrs: dict | None = None) -> zarr.Group:

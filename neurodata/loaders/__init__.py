@@ -50,6 +50,10 @@ FORMATS: list[FormatSpec] = [
                "Prophesee/Chronocam .dat (CD events, 8 bytes each)"),
     FormatSpec("prophesee_raw", "events", "neurodata.loaders.prophesee_raw", (".raw",),
                "Prophesee EVT 2.0 / EVT 3.0 .raw"),
+    FormatSpec("nwb_ophys", "imaging", "neurodata.loaders.nwb_ophys", (".nwb",),
+               "NWB 2.x optical physiology (TwoPhotonSeries, PlaneSegmentation, RoiResponseSeries)"),
+    FormatSpec("caiman_hdf5", "imaging", "neurodata.loaders.caiman_hdf5", (".hdf5", ".h5"),
+               "CaImAn CNMF results HDF5 (estimates/C, A, S, YrA)"),
     FormatSpec("hdf5_spikes", "events", "neurodata.loaders.hdf5_spikes", (".h5", ".hdf5"),
                "HDF5 spike sets in the SHD/SSC layout (spikes/times, spikes/units, labels)"),
     FormatSpec("mat_events", "events", "neurodata.loaders.mat_events", (".mat",),
@@ -58,6 +62,28 @@ FORMATS: list[FormatSpec] = [
                "numpy structured arrays with x, y, t, p fields (.npy/.npz)"),
     FormatSpec("atis_bin", "events", "neurodata.loaders.atis_bin", (".bin",),
                "N-MNIST/N-Caltech101 ATIS 40-bit events"),
+    # imaging
+    FormatSpec("suite2p", "imaging", "neurodata.loaders.suite2p", (), "suite2p output folder "
+               "(planeN/F.npy, Fneu.npy, spks.npy, iscell.npy, stat.npy, ops.npy)", folder=True),
+    FormatSpec("tiff_movie", "imaging", "neurodata.loaders.tiff_movie", (".tif", ".tiff", ".btf"),
+               "multi-page TIFF / BigTIFF / ImageJ hyperstack movies"),
+    # time series (EEG, sEEG, iEEG) through MNE
+    FormatSpec("eeg_mne", "timeseries", "neurodata.loaders.eeg_mne",
+               (".edf", ".bdf", ".vhdr", ".fif", ".fif.gz", ".set", ".gdf"),
+               "EEG/sEEG/iEEG via MNE: EDF/EDF+, BDF, BrainVision, FIF, EEGLAB .set, GDF"),
+    FormatSpec("bids_eeg", "timeseries", "neurodata.loaders.eeg_mne", (),
+               "BIDS folder of EEG/iEEG recordings (mne-bids; sEEG electrodes.tsv)", folder=True),
+    # connectomes
+    FormatSpec("cook2019_xlsx", "connectome", "neurodata.loaders.connectome_cook", (".xlsx",),
+               "C. elegans adjacency-matrix workbooks (Cook et al. 2019 SI5: sheets per sex/type)"),
+    FormatSpec("varshney_xlsx", "connectome", "neurodata.loaders.connectome_varshney", (".xlsx",),
+               "C. elegans Varshney et al. 2011 NeuronConnect (Neuron 1, Neuron 2, Type, Nbr)"),
+    FormatSpec("graphml", "connectome", "neurodata.loaders.connectome_graphml", (".graphml",),
+               "GraphML connectomes (networkx)"),
+    FormatSpec("edgelist", "connectome", "neurodata.loaders.connectome_edgelist",
+               (".csv", ".tsv", ".txt", ".csv.gz", ".tsv.gz", ".xlsx", ".parquet", ".feather",
+                ".arrow"),
+               "edge lists: CSV/TSV/xlsx/parquet/feather (FlyWire, neuPrint, White, Witvliet)"),
 ]
 
 

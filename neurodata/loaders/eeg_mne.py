@@ -1,0 +1,525 @@
+"""EEG/sEEG/iEEG files through MNE: EDF/EDF+, BDF, BrainVision, FIF, EEGLAB, GDF; BIDS folders.
+
+Data are read with ``preload=False`` and copied into a ``timeseries/1`` store
+one time block at a time, so memory stays bounded by the block, not the
+recording. EDF/BDF headers are checked first (sizes against the file), so a
+truncated or corrupt file fails with a one-line error naming it instead of
+MNE reading garbage.
+
+Channels recorded at different rates (EDF/BDF allow a rate per signal) are
+never silently mixed: by default (``mixed_rate="group"``) each rate becomes
+its own recording group ``<name>@<rate>Hz`` holding the samples as recorded;
+``mixed_rate="resample"`` keeps one group at the highest rate, the slower
+channels upsampled by MNE's reader; ``mixed_rate="error"`` refuses the file.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import re
+from pathlib import Path
+
+import numpy as np
+
+from neurodata.errors import CorruptFileError, FormatError, NeurodataError, TruncatedFileError
+
+VERSION = "EDF+ 2003, BDF+, BrainVision 1.0/2.0, FIF, EEGLAB .set, GDF 1.x/2.x, BIDS 1.9 (via MNE)"
+
+#: source kinds this module reads, with the format version each reader implements
+KIND_VERSIONS = {"edf": "EDF+ 2003", "bdf": "BDF+ (BioSemi 24-bit)",
+                 "brainvision": "BrainVision Core 1.0/2.0", "fif": "FIF (Neuromag/MNE)",
+                 "eeglab": "EEGLAB .set (MAT v5/v7.3)", "gdf": "GDF 1.x/2.x"}
+KINDS = tuple(KIND_VERSIONS)
+
+_FIF_MAGIC = (100).to_bytes(4, "big") + (31).to_bytes(4, "big") + (20).to_bytes(4, "big")
+_UNIT_SCALE = {"uv": 1e-6, "µv": 1e-6, "μv": 1e-6, "mv": 1e-3, "v": 1.0, "nv": 1e-9}
+
+
+# --------------------------------------------------------------------------- detection
+def source_kind(path, head: bytes | None = None) -> str | None:
+    """Which EEG format ``path`` holds, from its first bytes (extension only to break ties)."""
+    p = Path(path)
+    if head is None:
+        with open(p, "rb") as fh:
+            head = fh.read(4096)
+    name = p.name.lower()
+    if head[:8] == b"0       " and len(head) >= 256 and head[184:192].strip().isdigit():
+        return "edf"
+    if head[:8] == b"\xffBIOSEMI":
+        return "bdf"
+    text = head[:64].lstrip(b"\xef\xbb\xbf").lower()
+    if text.startswith((b"brain vision data exchange header file",
+                        b"brainvision data exchange header file")):
+        return "brainvision"
+    if head[:12] == _FIF_MAGIC or (head[:2] == b"\x1f\x8b" and name.endswith(".fif.gz")):
+        return "fif"
+    if head[:3] == b"GDF" and head[3:4] in (b" ", b"1", b"2"):
+        return "gdf"
+    if head[:6] == b"MATLAB" and _is_eeglab(p, head):
+        return "eeglab"
+    return None
+
+
+def _is_eeglab(p: Path, head: bytes) -> bool:
+    if p.suffix.lower() == ".set":
+        return True
+    if b"7.3 MAT-file" in head[:128]:  # HDF5-based: look for the EEG fields
+        try:
+            import h5py
+
+            with h5py.File(p, "r") as f:
+                return "EEG" in f or {"srate", "nbchan"} <= set(f.keys())
+        except Exception:
+            return False
+    try:
+        from scipy.io import whosmat
+
+        names = {n for n, _, _ in whosmat(str(p))}
+    except Exception:
+        return False
+    return "EEG" in names or {"srate", "nbchan", "data"} <= names
+
+
+def _is_bids(p: Path) -> bool:
+    return (p / "dataset_description.json").is_file() and any(p.glob("sub-*"))
+
+
+def sniff(path, head: bytes) -> bool:
+    """True for an EEG file MNE reads (from its magic/header) or a BIDS folder."""
+    p = Path(path)
+    if p.is_dir():
+        return _is_bids(p)
+    return source_kind(p, head) is not None
+
+
+# --------------------------------------------------------------------------- EDF/BDF header
+def edf_header(path) -> dict:
+    """Parse and check an EDF/BDF header against the file size.
+
+    Returns the fields needed to read signals at their own rates. Raises
+    :class:`CorruptFileError` / :class:`TruncatedFileError` naming the file.
+    """
+    p = Path(path)
+    size = p.stat().st_size
+    with open(p, "rb") as fh:
+        fixed = fh.read(256)
+        if len(fixed) < 256:
+            raise TruncatedFileError(f"EDF/BDF header truncated ({len(fixed)} of 256 bytes)", p)
+        bdf = fixed[:8] == b"\xffBIOSEMI"
+
+        def num(b: bytes, what: str, kind=float):
+            s = b.decode("latin-1").strip()
+            try:
+                return kind(s) if kind is int else float(s)
+            except ValueError:
+                raise CorruptFileError(f"EDF/BDF header field {what!r} is not a number: {s!r}",
+                                       p) from None
+
+        header_bytes = num(fixed[184:192], "header bytes", int)
+        n_records = num(fixed[236:244], "number of data records", int)
+        record_s = num(fixed[244:252], "duration of a data record")
+        ns = num(fixed[252:256], "number of signals", int)
+        if ns <= 0 or ns > 100000:
+            raise CorruptFileError(f"EDF/BDF header claims {ns} signals", p)
+        if header_bytes != 256 * (ns + 1):
+            raise CorruptFileError(f"EDF/BDF header size {header_bytes} does not match "
+                                   f"{ns} signals ({256 * (ns + 1)} bytes expected)", p)
+        if size < header_bytes:
+            raise TruncatedFileError(f"EDF/BDF header truncated ({size} of {header_bytes} bytes)", p)
+        sig = fh.read(256 * ns)
+
+    def field(offset: int, width: int) -> list[str]:
+        start = offset * ns
+        return [sig[start + i * width:start + (i + 1) * width].decode("latin-1").strip()
+                for i in range(ns)]
+
+    labels = field(0, 16)
+    dims = field(96, 8)
+    pmin, pmax = field(104, 8), field(112, 8)
+    dmin, dmax = field(120, 8), field(128, 8)
+    n_samps = field(216, 8)
+    try:
+        pmin, pmax = np.array(pmin, float), np.array(pmax, float)
+        dmin, dmax = np.array(dmin, float), np.array(dmax, float)
+        n_samps = np.array(n_samps, np.int64)
+    except ValueError:
+        raise CorruptFileError("EDF/BDF signal header has a non-numeric min/max/samples field",
+                               p) from None
+    if np.any(n_samps <= 0):
+        raise CorruptFileError("EDF/BDF signal header has a signal with no samples per record", p)
+    bps = 3 if bdf else 2
+    record_bytes = int(n_samps.sum()) * bps
+    available = (size - header_bytes) // record_bytes
+    if n_records < 0:  # -1: unknown (recording not closed); use what the file holds
+        n_records = available
+    elif n_records > available:
+        raise TruncatedFileError(
+            f"truncated: header announces {n_records} data records of {record_bytes} bytes, "
+            f"the file holds {available}", p)
+    if record_s <= 0 and n_records:
+        raise CorruptFileError(f"EDF/BDF record duration {record_s} s is not positive", p)
+    annot = np.array([lab.endswith("Annotations") and lab[:3] in ("EDF", "BDF") for lab in labels])
+    return {"bdf": bdf, "labels": labels, "dims": dims, "pmin": pmin, "pmax": pmax,
+            "dmin": dmin, "dmax": dmax, "n_samps": n_samps, "n_records": int(n_records),
+            "record_s": float(record_s), "header_bytes": header_bytes,
+            "record_bytes": record_bytes, "annotation": annot}
+
+
+def edf_read_signals(path, hdr: dict, signals, r0: int, r1: int) -> np.ndarray:
+    """Physical values (SI) of ``signals`` (same samples per record) for records ``[r0, r1)``."""
+    signals = np.asarray(signals, np.int64)
+    n = int(hdr["n_samps"][signals[0]])
+    bps = 3 if hdr["bdf"] else 2
+    offsets = np.concatenate([[0], np.cumsum(hdr["n_samps"])]) * bps
+    with open(path, "rb") as fh:
+        fh.seek(hdr["header_bytes"] + r0 * hdr["record_bytes"])
+        raw = np.frombuffer(fh.read((r1 - r0) * hdr["record_bytes"]), np.uint8)
+    raw = raw.reshape(r1 - r0, hdr["record_bytes"])
+    out = np.empty((len(signals), (r1 - r0) * n), np.float64)
+    for k, s in enumerate(signals):
+        b = raw[:, offsets[s]:offsets[s] + n * bps].reshape(-1, bps)
+        if bps == 2:
+            d = b.copy().view("<i2").reshape(-1).astype(np.float64)
+        else:
+            v = b[:, 0].astype(np.int32) | (b[:, 1].astype(np.int32) << 8) | \
+                (b[:, 2].astype(np.int32) << 16)
+            d = np.where(v >= 1 << 23, v - (1 << 24), v).astype(np.float64)
+        span = hdr["dmax"][s] - hdr["dmin"][s]
+        gain = (hdr["pmax"][s] - hdr["pmin"][s]) / span if span else 1.0
+        offset = hdr["pmin"][s] - hdr["dmin"][s] * gain
+        scale = _UNIT_SCALE.get(hdr["dims"][s].strip().lower(), 1.0)
+        out[k] = (d * gain + offset) * scale
+    return out
+
+
+# --------------------------------------------------------------------------- MNE reading
+def read_raw(path, kind: str | None = None, verbose="error"):
+    """Open ``path`` with MNE, ``preload=False``; errors become :class:`NeurodataError`."""
+    import mne
+
+    p = Path(path)
+    kind = kind or source_kind(p)
+    if kind is None:
+        raise FormatError("not an EEG file MNE reads (EDF, BDF, BrainVision, FIF, EEGLAB, GDF)", p)
+    if kind in ("edf", "bdf"):
+        edf_header(p)
+    readers = {
+        "edf": mne.io.read_raw_edf, "bdf": mne.io.read_raw_bdf,
+        "brainvision": mne.io.read_raw_brainvision, "fif": mne.io.read_raw_fif,
+        "eeglab": mne.io.read_raw_eeglab, "gdf": mne.io.read_raw_gdf,
+    }
+    try:
+        return readers[kind](p, preload=False, verbose=verbose)
+    except NeurodataError:
+        raise
+    except Exception as e:  # MNE raises bare Exception/AssertionError on corrupt headers too
+        raise CorruptFileError(f"MNE cannot read this {kind} file: {e}".splitlines()[0], p) from None
+
+
+_FIFF_UNITS = {107: "V", 112: "T", 201: "T/m", -1: "", 0: "", 101: "m", 108: "S",
+               113: "Am", 114: "K", 118: "M", 119: "mol/m^3", 180: "V"}
+
+
+def _ch_meta(raw, picks):
+    types = raw.get_channel_types(picks=picks)
+    units = [_FIFF_UNITS.get(int(raw.info["chs"][i]["unit"]), str(raw.info["chs"][i]["unit"]))
+             for i in picks]
+    names = [raw.ch_names[i] for i in picks]
+    pos = np.array([raw.info["chs"][i]["loc"][:3] for i in picks], np.float64)
+    if not np.any(np.isfinite(pos) & (pos != 0)):
+        pos = None
+    return names, types, units, pos
+
+
+def _annotations(raw) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Annotation onsets in seconds from the first stored sample.
+
+    MNE keeps a raw's annotation onsets on the clock of ``meas_date`` (or of
+    sample 0 when there is none), on which the first stored sample sits at
+    ``raw.first_time``.
+    """
+    ann = raw.annotations
+    onset = np.asarray(ann.onset, np.float64) - raw.first_time
+    return onset, np.asarray(ann.duration, np.float64), [str(d) for d in ann.description]
+
+
+def stim_events(values: np.ndarray, previous: float = 0.0, offset: int = 0):
+    """Samples where a stim channel steps to a new non-zero value (vectorised).
+
+    ``previous`` is the value just before ``values`` (carried across blocks);
+    returns ``(sample + offset, code)``. Matches ``mne.find_events`` with
+    ``consecutive=True, shortest_event=1``.
+    """
+    v = np.asarray(values)
+    before = np.concatenate([[previous], v[:-1]])
+    idx = np.nonzero((v != before) & (v != 0))[0]
+    return idx + offset, v[idx].astype(np.int64)
+
+
+def _subject_attrs(raw, src: Path, deidentify: bool, salt: str, subject, session) -> dict:
+    info = raw.info
+    si = info.get("subject_info") or {}
+    if deidentify:
+        ident = subject or si.get("his_id") or " ".join(
+            str(si.get(k, "")) for k in ("first_name", "last_name")).strip() or src.stem
+        out = {"subject": pseudonym(str(ident), salt), "session": session,
+               "deidentified": True}
+        return out
+    out = {"subject": subject or (si.get("his_id") or None), "session": session,
+           "deidentified": False}
+    if info.get("meas_date") is not None:
+        out["meas_date"] = info["meas_date"].isoformat()
+    if si:
+        out["subject_info"] = {k: (v.isoformat() if isinstance(v, (_dt.date, _dt.datetime))
+                                   else v.tolist() if isinstance(v, np.ndarray) else v)
+                               for k, v in si.items()}
+    if info.get("experimenter"):
+        out["experimenter"] = str(info["experimenter"])
+    return out
+
+
+def pseudonym(identity: str, salt: str = "") -> str:
+    """A stable pseudonym ``anon-<12 hex>`` (sha256 of salt + identity): links, never reveals."""
+    return "anon-" + hashlib.sha256((salt + "\x00" + identity).encode()).hexdigest()[:12]
+
+
+def _block_samples(n_channels: int, time_chunk: int, max_bytes: int = 8 << 20) -> int:
+    """Samples per copy block: whole shards, at most ``max_bytes`` of float64."""
+    from neurodata.format.timeseries import CHUNKS_PER_SHARD
+
+    shard = time_chunk * CHUNKS_PER_SHARD
+    k = max(1, max_bytes // (8 * max(1, n_channels) * shard))
+    return int(k * shard)
+
+
+def write_raw(writer, raw, name: str, attrs: dict, *, picks=None, positions=None, regions=None,
+              time_chunk: int | None = None, event_names: dict | None = None):
+    """Copy an MNE raw (``preload=False`` fine) into ``writer`` block by block.
+
+    Stim channels become the events table (labelled by ``event_names``, a
+    ``{code: name}`` dict, where given); annotations the annotation table.
+    """
+    from neurodata.format.timeseries import default_time_chunk
+
+    picks = np.arange(len(raw.ch_names)) if picks is None else np.asarray(picks)
+    names, types, units, pos = _ch_meta(raw, picks)
+    if positions is not None:
+        pos = positions
+    n = raw.n_times
+    tc = int(time_chunk or default_time_chunk(len(picks)))
+    w = writer.add_recording(name, names, types, raw.info["sfreq"], n, units=units,
+                             positions=pos, regions=regions, attrs=attrs, time_chunk=tc)
+    stim = [k for k, t in enumerate(types) if t == "stim"]
+    prev = np.zeros(len(stim))
+    ev_s, ev_c, ev_l = [], [], []
+    step = _block_samples(len(picks), tc)
+    for s in range(0, n, step):
+        block = raw.get_data(picks=picks, start=s, stop=min(n, s + step))
+        w.write(block)
+        for j, k in enumerate(stim):
+            smp, code = stim_events(block[k], prev[j], s)
+            ev_s.append(smp)
+            ev_c.append(code)
+            text = [event_names.get(int(c), str(c)) for c in code] if event_names else \
+                [str(c) for c in code]
+            ev_l.extend(text if len(stim) == 1 else [f"{names[k]}/{t}" for t in text])
+            prev[j] = block[k, -1] if block.shape[1] else prev[j]
+    if ev_s:
+        sample = np.concatenate(ev_s)
+        code = np.concatenate(ev_c)
+        order = np.argsort(sample, kind="stable")
+        w.set_events(sample[order], code[order], np.asarray(ev_l, dtype=object)[order])
+    onset, duration, desc = _annotations(raw)
+    w.set_annotations(onset, duration, desc)
+    w.close()
+    return w
+
+
+def _write_edf_group(writer, path, hdr, signals, name, attrs, raw, time_chunk=None):
+    """A slower-rate EDF/BDF group, read from the records at its own rate (block by block)."""
+    from neurodata.format.timeseries import default_time_chunk
+
+    n_per_rec = int(hdr["n_samps"][signals[0]])
+    sfreq = n_per_rec / hdr["record_s"]
+    n = hdr["n_records"] * n_per_rec
+    names = [hdr["labels"][s] for s in signals]
+    # channel types as MNE assigned them to the same labels
+    mtypes = dict(zip(raw.ch_names, raw.get_channel_types()))
+    types = [mtypes.get(nm, "misc") for nm in names]
+    units = ["" if t == "stim" else "V" if hdr["dims"][s].strip().lower() in _UNIT_SCALE else
+             hdr["dims"][s] for s, t in zip(signals, types)]
+    tc = int(time_chunk or default_time_chunk(len(signals)))
+    w = writer.add_recording(name, names, types, sfreq, n, units=units, attrs=attrs,
+                             time_chunk=tc)
+    recs_per_block = max(1, _block_samples(len(signals), tc) // n_per_rec)
+    stim = [k for k, t in enumerate(types) if t == "stim"]
+    prev = np.zeros(len(stim))
+    ev_s, ev_c = [], []
+    for r0 in range(0, hdr["n_records"], recs_per_block):
+        r1 = min(hdr["n_records"], r0 + recs_per_block)
+        block = edf_read_signals(path, hdr, signals, r0, r1)
+        w.write(block)
+        for j, k in enumerate(stim):
+            smp, code = stim_events(block[k], prev[j], r0 * n_per_rec)
+            ev_s.append(smp)
+            ev_c.append(code)
+            prev[j] = block[k, -1]
+    if ev_s:
+        sample, code = np.concatenate(ev_s), np.concatenate(ev_c)
+        order = np.argsort(sample, kind="stable")
+        w.set_events(sample[order], code[order])
+    onset, duration, desc = _annotations(raw)
+    w.set_annotations(onset, duration, desc)
+    w.close()
+
+
+def add_file(writer, src, *, kind: str | None = None, name: str | None = None,
+             deidentify: bool = False, salt: str = "", mixed_rate: str = "group",
+             subject=None, session=None, positions=None, regions=None,
+             time_chunk: int | None = None, extra_attrs: dict | None = None,
+             raw=None) -> list[str]:
+    """Add one EEG file's recording(s) to an open :class:`TimeseriesStoreWriter`.
+
+    ``raw`` may be the file already opened by MNE (``preload=False``), e.g. by
+    mne-bids with channel types from ``channels.tsv``. Returns the recording
+    group names written (several for a mixed-rate file).
+    """
+    src = Path(src)
+    kind = kind or source_kind(src)
+    if raw is None:
+        raw = read_raw(src, kind)
+    elif kind in ("edf", "bdf"):
+        edf_header(src)
+    # a clinical file is often named after the patient: no file name survives deidentification
+    rec_name = name or (pseudonym(src.stem, salt) if deidentify else src.stem)
+    attrs = _subject_attrs(raw, src, deidentify, salt, subject, session)
+    attrs["source_format"] = kind
+    attrs["source"] = pseudonym(src.name, salt) + src.suffix if deidentify else src.name
+    attrs.update(extra_attrs or {})
+    if mixed_rate not in ("group", "resample", "error"):
+        raise ValueError("mixed_rate must be 'group', 'resample' or 'error'")
+    rates = None
+    if kind in ("edf", "bdf"):
+        hdr = edf_header(src)
+        data_sigs = np.nonzero(~hdr["annotation"])[0]
+        rates = hdr["n_samps"][data_sigs]
+    if rates is not None and len(np.unique(rates)) > 1:
+        if mixed_rate == "error":
+            listed = ", ".join(f"{r / hdr['record_s']:g}" for r in np.unique(rates))
+            raise FormatError(f"channels recorded at different rates ({listed} Hz); convert "
+                              "with mixed_rate='group' or 'resample'", src)
+        if mixed_rate == "group":
+            out = []
+            top = rates.max()
+            for r in sorted(np.unique(rates), reverse=True):
+                sigs = data_sigs[rates == r]
+                sfreq = r / hdr["record_s"]
+                gname = f"{rec_name}@{sfreq:g}Hz"
+                a = dict(attrs, rate_group=f"{sfreq:g}Hz")
+                if r == top:  # MNE reads the top-rate channels unchanged
+                    labels = [hdr["labels"][s] for s in sigs]
+                    picks = [raw.ch_names.index(lb) for lb in labels if lb in raw.ch_names]
+                    if len(picks) == len(sigs):
+                        write_raw(writer, raw, gname, a, picks=picks, time_chunk=time_chunk)
+                        out.append(gname)
+                        continue
+                _write_edf_group(writer, src, hdr, sigs, gname, a, raw, time_chunk)
+                out.append(gname)
+            return out
+        attrs["resampled_by"] = "mne (slower channels upsampled to the highest rate)"
+    elif kind == "gdf":
+        # GDF also allows a rate per channel; MNE upsamples the slower ones and the
+        # native samples are not read here, so say so (or refuse, if asked)
+        n_samps = np.asarray(raw._raw_extras[0].get("n_samps", [1]))
+        if len(np.unique(n_samps)) > 1:
+            if mixed_rate == "error":
+                raise FormatError("GDF channels recorded at different rates; convert with "
+                                  "mixed_rate='resample'", src)
+            attrs["resampled_by"] = "mne (slower channels upsampled to the highest rate)"
+    write_raw(writer, raw, rec_name, attrs, positions=positions, regions=regions,
+              time_chunk=time_chunk)
+    return [rec_name]
+
+
+def convert(src, out, attrs: dict | None = None, *, kind: str | None = None,
+            deidentify: bool = False, pseudonym_salt: str = "", mixed_rate: str = "group",
+            subject=None, session=None, time_chunk: int | None = None, **bids_kw) -> None:
+    """Convert an EEG file (or a BIDS folder) into a ``timeseries/1`` store at ``out``.
+
+    Parameters
+    ----------
+    src : path-like
+        EDF/EDF+, BDF, BrainVision ``.vhdr``, FIF, EEGLAB ``.set``, GDF file, or a BIDS folder.
+    out : path-like
+        Folder to create (``neurodata.convert`` passes a temporary one).
+    attrs : dict, optional
+        Extra root attributes.
+    kind : str, optional
+        Force the reader (one of :data:`KINDS`) instead of detecting it.
+    deidentify : bool
+        Drop the measurement date, subject details and experimenter; replace the
+        subject and source file names by pseudonyms (sha256 of ``pseudonym_salt``
+        and the identity: stable across files, not reversible without the salt).
+    mixed_rate : {"group", "resample", "error"}
+        Channels at different rates: one group per rate (default), one group
+        upsampled by MNE, or an error.
+    subject, session : str, optional
+        Identifiers to record (BIDS entities fill them in for BIDS folders).
+    time_chunk : int, optional
+        Samples per stored chunk (default: about 256 KiB per chunk).
+    **bids_kw
+        For BIDS folders: ``datatype``, ``subjects``, ``tasks`` (see
+        :func:`neurodata.loaders.eeg_bids.convert_bids`).
+    """
+    from neurodata.format.store import file_sha256, provenance
+    from neurodata.format.timeseries import TimeseriesStoreWriter
+
+    src = Path(src)
+    if src.is_dir():
+        from neurodata.loaders.eeg_bids import convert_bids
+
+        convert_bids(src, out, attrs=attrs, deidentify=deidentify, pseudonym_salt=pseudonym_salt,
+                     mixed_rate=mixed_rate, time_chunk=time_chunk, **bids_kw)
+        return
+    if bids_kw:
+        raise TypeError(f"unexpected arguments {sorted(bids_kw)}")
+    kind = kind or source_kind(src)
+    if kind is None:
+        raise FormatError("not an EEG file MNE reads (EDF, BDF, BrainVision, FIF, EEGLAB, GDF)",
+                          src)
+    w = TimeseriesStoreWriter(out, attrs=attrs)
+    add_file(w, src, kind=kind, deidentify=deidentify, salt=pseudonym_salt,
+             mixed_rate=mixed_rate, subject=subject, session=session, time_chunk=time_chunk)
+    files = companion_files(src, kind)
+    prov = provenance(files, loader=loader_tag(kind), checksums=[file_sha256(f) for f in files])
+    if deidentify:
+        for entry in prov["sources"]:
+            entry["name"] = pseudonym(entry["name"], pseudonym_salt) + Path(entry["name"]).suffix
+    w.close(prov)
+
+
+def loader_tag(kind: str) -> str:
+    """``"<kind>/<format version> (mne X.Y)"`` for provenance."""
+    import mne
+
+    return f"{kind}/{KIND_VERSIONS.get(kind, kind)} (mne {mne.__version__})"
+
+
+def companion_files(src: Path, kind: str) -> list[Path]:
+    """The source file plus the files it refers to (BrainVision .vmrk/.eeg, EEGLAB .fdt)."""
+    files = [src]
+    if kind == "brainvision":
+        text = src.read_bytes().decode("latin-1", "replace")
+        for key in ("DataFile", "MarkerFile"):
+            m = re.search(rf"^{key}=(.+?)\s*$", text, re.M)
+            if m and (src.parent / m.group(1)).is_file():
+                files.append(src.parent / m.group(1))
+    elif kind == "eeglab":
+        fdt = src.with_suffix(".fdt")
+        if fdt.is_file():
+            files.append(fdt)
+    return files
+
+
+__all__ = ["VERSION", "KINDS", "sniff", "source_kind", "convert", "add_file", "write_raw",
+           "read_raw", "edf_header", "edf_read_signals", "stim_events", "pseudonym"]

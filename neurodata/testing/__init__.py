@@ -1,0 +1,1 @@
+"""Test tooling shipped with neurodata: mutation fuzzing of every decoder (``fuzz``)."""
