@@ -157,3 +157,58 @@ def test_cli_publish_dry_run(store, tmp_path):
     assert (tmp_path / "o" / "README.md").exists()
     assert not (tmp_path / "o" / "data").exists()
     assert main(["publish", str(store)]) == 2  # no --repo: one-line error, non-zero
+
+
+def _stage_and_load(src, tmp_path, name, **kw):
+    import yaml
+
+    from neurodata.hub import publish
+
+    store = tmp_path / f"{name}.zarr"
+    neurodata.convert(src, store, **kw)
+    stage = tmp_path / f"{name}-stage"
+    publish(store, f"alice/{name}", dry_run_dir=stage)
+    meta = yaml.safe_load((stage / "README.md").read_text().split("---")[1])
+    loaded = {c["config_name"]: datasets.load_dataset(str(stage), c["config_name"])["train"]
+              for c in meta["configs"]}
+    assert meta["configs"][0].get("default") is True
+    return neurodata.open(store), loaded
+
+
+def test_parquet_view_of_a_connectome(real, tmp_path):
+    ds, loaded = _stage_and_load(real("connectome/herm_full_edgelist.csv"), tmp_path, "conn")
+    assert set(loaded) == {"neurons", "edges"}
+    edges = loaded["edges"].to_pandas()
+    neurons = loaded["neurons"].to_pandas()
+    assert len(neurons) == 448 and len(edges) == 6040
+    totals = edges.groupby("kind")["weight"].sum().to_dict()
+    assert totals == {"chemical": 27019, "electrical": 6377}  # as the connectome tests count them
+    assert neurons["name"].iloc[int(edges["pre"].iloc[0])] == ds.to_xarray().to_dataset()["name"].values[
+        int(edges["pre"].iloc[0])]
+
+
+def test_parquet_view_of_eeg_windows(real, tmp_path):
+    ds, loaded = _stage_and_load(real("eeg/test.edf"), tmp_path, "eeg")
+    assert {"windows", "channels", "annotations"} <= set(loaded)
+    rec = ds[0]
+    w = loaded["windows"]
+    total = 0
+    for row in w:
+        block = np.asarray(row["data"], np.float32)
+        a = row["start_sample"]
+        np.testing.assert_array_equal(block, rec.read(a, a + block.shape[1]))
+        total += block.shape[1]
+    assert total == rec.n_times
+    assert loaded["channels"]["channel"] == list(rec.ch_names)
+    assert len(loaded["annotations"]) == len(np.asarray(rec.annotations()["onset"]))
+
+
+def test_parquet_view_of_suite2p_traces(real, tmp_path):
+    folder = real("calcium/suite2p")
+    ds, loaded = _stage_and_load(folder, tmp_path, "ca", fs=30.0)
+    rois = loaded["rois"]
+    F = np.load(folder / "plane0" / "F.npy")
+    assert len(rois) == F.shape[0] == 20
+    np.testing.assert_array_equal(np.asarray(rois[3]["F"], np.float32), F[3].astype(np.float32))
+    assert sum(rois["iscell"]) == int(np.load(folder / "plane0" / "iscell.npy")[:, 0].sum())
+    assert len(loaded["masks"]) == int(np.sum(rois["mask_count"]))

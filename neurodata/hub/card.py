@@ -75,8 +75,8 @@ def make_card(store, configs: dict, repo_id: str, card: dict | None = None,
         "configs": [
             {"config_name": name, "data_files": [{"split": split, "path": [f for f in files]}
                                                  for split, files in sorted(splits.items())],
-             **({"default": True} if name == "default" else {})}
-            for name, splits in configs.items()
+             **({"default": True} if k == 0 else {})}
+            for k, (name, splits) in enumerate(configs.items())
         ],
     }
     classes = attrs.get("class_names") or []
@@ -102,8 +102,8 @@ def make_card(store, configs: dict, repo_id: str, card: dict | None = None,
               f'ds = neurodata.open("hf://datasets/{repo_id}/store.zarr")', "```", "",
               "With `datasets` (no neurodata needed):", "", "```python",
               "from datasets import load_dataset",
-              f'ds = load_dataset("{repo_id}"' + ("" if "default" in configs else
-                                                 f', "{next(iter(configs), "default")}"') + ")",
+              f'ds = load_dataset("{repo_id}")' + ("" if "default" in configs or not configs else
+                                                  f'  # configs: {", ".join(configs)}'),
               "```", "", "With xarray alone: `xarray.open_datatree(path_to_store_zarr, engine='zarr')`.",
               ""]
     if modality == "events":

@@ -91,10 +91,52 @@ def _file_groups(idx: np.ndarray, counts: np.ndarray, max_samples: int) -> list[
 
 
 def _export_tables(ds, out: Path) -> dict:
-    """Per-dimension tables of a non-event store (connectome, traces, channels)."""
+    """Dispatch non-event stores to their modality's table layout."""
+    modality = ds.attrs.get("modality")
+    if modality == "timeseries":
+        return _export_timeseries(ds, out)
+    if modality == "imaging":
+        return _export_imaging(ds, out)
+    return _export_dimensions(ds, out, names={"neuron": "neurons", "edge": "edges"})
+
+
+def _column(var, a: int, b: int):
+    """Rows ``a:b`` of a 1-D variable as an arrow array (categories decoded to strings)."""
+    import pyarrow as pa
+
+    values = np.asarray(var[a:b].values)
+    cats = var.attrs.get("categories")
+    if cats is not None and values.dtype.kind in "iu":
+        lut = np.asarray(list(cats) + [""], dtype=object)
+        return pa.array(lut[np.where((values >= 0) & (values < len(cats)), values, len(cats))]
+                        .astype(str).tolist())
+    if values.dtype.kind in "OUT":
+        return pa.array([str(v) for v in values])
+    return pa.array(values)
+
+
+def _write_rows(path: Path, columns: dict, n: int, block: int = 1 << 20) -> None:
+    """Write 1-D variables of length ``n`` to one parquet file, ``block`` rows at a time."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    path.parent.mkdir(parents=True, exist_ok=True)
+    writer = None
+    try:
+        for a in range(0, max(n, 1), block):
+            b = min(n, a + block)
+            table = pa.table({name: _column(var, a, b) for name, var in columns.items()})
+            if writer is None:
+                writer = pq.ParquetWriter(path, table.schema, compression="zstd")
+            writer.write_table(table)
+    finally:
+        if writer is not None:
+            writer.close()
+
+
+def _export_dimensions(ds, out: Path, names: dict | None = None) -> dict:
+    """One config per dimension of the 1-D variables of each group (connectome:
+    ``neurons`` and ``edges``; categorical codes written as their names)."""
     tree = ds.to_xarray()
     configs: dict[str, dict[str, list[str]]] = {}
     for node in tree.subtree:
@@ -104,24 +146,117 @@ def _export_tables(ds, out: Path) -> dict:
         for name, var in dset.variables.items():
             if var.ndim == 1:
                 by_dim.setdefault(var.dims[0], {})[name] = var
-            elif var.ndim == 2 and var.size <= 50_000_000:
-                by_dim.setdefault(f"{var.dims[0]}_{name}", {})[name] = var
         for dim, variables in by_dim.items():
-            config = f"{prefix}_{dim}" if prefix else dim
-            table = {}
-            for name, var in variables.items():
-                values = np.asarray(var.values)
-                if values.ndim == 2:
-                    table[name] = pa.array(list(values))
-                elif values.dtype.kind in "OUT":
-                    table[name] = pa.array([str(v) for v in values])
-                else:
-                    table[name] = pa.array(values)
-            lengths = {len(v) for v in table.values()}
-            if len(lengths) != 1:
-                continue
+            label = (names or {}).get(dim, dim)
+            config = f"{prefix}_{label}" if prefix else label
             rel = f"data/{config}/train-00000-of-00001.parquet"
-            (out / rel).parent.mkdir(parents=True, exist_ok=True)
-            pq.write_table(pa.table(table), out / rel, compression="zstd")
+            _write_rows(out / rel, variables, int(dset.sizes[dim]))
             configs[config] = {"train": [rel]}
+    return configs
+
+
+def _list2d(arrays: list[np.ndarray]):
+    """Arrow ``list<list<float>>`` from 2-D float32 arrays (rows of lists)."""
+    import pyarrow as pa
+
+    inner_len = np.concatenate([np.full(a.shape[0], a.shape[1], np.int64) for a in arrays]) \
+        if arrays else np.zeros(0, np.int64)
+    inner_off = np.zeros(len(inner_len) + 1, np.int32)
+    np.cumsum(inner_len, out=inner_off[1:])
+    outer_off = np.zeros(len(arrays) + 1, np.int32)
+    np.cumsum([a.shape[0] for a in arrays], out=outer_off[1:])
+    values = pa.array(np.concatenate([a.ravel() for a in arrays]) if arrays
+                      else np.zeros(0, np.float32))
+    inner = pa.ListArray.from_arrays(pa.array(inner_off), values)
+    return pa.ListArray.from_arrays(pa.array(outer_off), inner)
+
+
+def _export_timeseries(ds, out: Path, window_s: float = 10.0) -> dict:
+    """EEG/iEEG: ``windows`` (one row per window of ``window_s`` seconds per
+    recording: ``data`` as ``[channel][time]`` float32 in the stored units, with
+    recording, start sample and rate), plus ``channels``, ``annotations`` and
+    ``events`` tables."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (out / "data" / "windows").mkdir(parents=True, exist_ok=True)
+    win_files, ch_rows, ann_rows, ev_rows = [], [], [], []
+    for i in range(len(ds)):
+        rec = ds[i]
+        sf = float(rec.sfreq)
+        w = max(1, int(round(window_s * sf)))
+        for c, (name, typ, unit) in enumerate(zip(rec.ch_names, rec.ch_types, rec.units)):
+            ch_rows.append({"recording": rec.name, "index": c, "channel": str(name),
+                            "ch_type": str(typ), "unit": str(unit), "sfreq": sf})
+        ann = rec.annotations()
+        for onset, dur, desc in zip(*(np.asarray(ann[k]) for k in ("onset", "duration", "description"))):
+            ann_rows.append({"recording": rec.name, "onset_s": float(onset),
+                             "duration_s": float(dur), "description": str(desc)})
+        ev = rec.events()
+        for smp, code, lab in zip(*(np.asarray(ev[k]) for k in ("sample", "code", "label"))):
+            ev_rows.append({"recording": rec.name, "sample": int(smp), "code": int(code),
+                            "label": str(lab)})
+        rel = f"data/windows/train-{i:05d}-of-{len(ds):05d}.parquet"
+        with pq.ParquetWriter(out / rel, pa.schema([
+                ("recording", pa.string()), ("start_sample", pa.int64()), ("sfreq", pa.float64()),
+                ("data", pa.list_(pa.list_(pa.float32())))]), compression="zstd") as writer:
+            starts = list(range(0, rec.n_times, w)) or [0]
+            for g in range(0, len(starts), 64):
+                group = starts[g:g + 64]
+                blocks = [np.asarray(rec.read(a, min(a + w, rec.n_times)), np.float32) for a in group]
+                writer.write_table(pa.table({
+                    "recording": pa.array([rec.name] * len(group)),
+                    "start_sample": pa.array(group, pa.int64()),
+                    "sfreq": pa.array([sf] * len(group)),
+                    "data": _list2d(blocks)}))
+        win_files.append(rel)
+    configs = {"windows": {"train": win_files}}
+    for name, rows in (("channels", ch_rows), ("annotations", ann_rows), ("events", ev_rows)):
+        if rows:
+            rel = f"data/{name}/train-00000-of-00001.parquet"
+            (out / rel).parent.mkdir(parents=True, exist_ok=True)
+            pq.write_table(pa.Table.from_pylist(rows), out / rel, compression="zstd")
+            configs[name] = {"train": [rel]}
+    return configs
+
+
+def _export_imaging(ds, out: Path) -> dict:
+    """Calcium imaging: ``rois`` (one row per ROI: its traces as float32 lists and
+    its metadata: iscell, probability, plane, centre) and ``masks`` (one row per
+    ROI pixel). The movie stays in the zarr store."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    d = ds.to_xarray().to_dataset()
+    configs = {}
+    if "roi" in d.sizes:
+        traces = [n for n in ("F", "Fneu", "spks", "dff", "denoised") if n in d.variables]
+        meta = [n for n, v in d.variables.items() if v.dims == ("roi",)]
+        rel = "data/rois/train-00000-of-00001.parquet"
+        (out / rel).parent.mkdir(parents=True, exist_ok=True)
+        writer = None
+        n = int(d.sizes["roi"])
+        fs = d.attrs.get("fs")
+        try:
+            for a in range(0, n, 256):
+                b = min(n, a + 256)
+                cols = {"roi": pa.array(np.arange(a, b, dtype=np.int64))}
+                for name in meta:
+                    cols[name] = _column(d[name], a, b)
+                for name in traces:
+                    cols[name] = pa.array(list(np.asarray(d[name][a:b].values, np.float32)))
+                cols["fs"] = pa.array([fs] * (b - a), pa.float64())
+                table = pa.table(cols)
+                if writer is None:
+                    writer = pq.ParquetWriter(out / rel, table.schema, compression="zstd")
+                writer.write_table(table)
+        finally:
+            if writer is not None:
+                writer.close()
+        configs["rois"] = {"train": [rel]}
+    if "pixel" in d.sizes:
+        rel = "data/masks/train-00000-of-00001.parquet"
+        _write_rows(out / rel, {n: d[n] for n in ("mask_roi", "mask_y", "mask_x", "mask_weight")
+                                if n in d.variables}, int(d.sizes["pixel"]))
+        configs["masks"] = {"train": [rel]}
     return configs
