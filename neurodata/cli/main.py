@@ -57,6 +57,9 @@ def main(argv=None) -> int:
     except (FileNotFoundError, IsADirectoryError, PermissionError) as e:
         print(f"neurodata {args.verb}: error: {e.filename}: {e.strerror}", file=sys.stderr)
         return 2
+    except (ValueError, TypeError) as e:  # bad options given to a loader or transform
+        print(f"neurodata {args.verb}: error: {e}", file=sys.stderr)
+        return 2
     except ImportError as e:
         print(f"neurodata {args.verb}: error: missing optional dependency {e.name!r} "
               f"(install the matching extra, e.g. pip install 'neurodata[all]')", file=sys.stderr)

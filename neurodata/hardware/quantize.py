@@ -127,13 +127,7 @@ def quantize(t, dt: int, address=None, *, t0: int | None = None, budget: int | N
         if address is None:
             raise ValueError("policy 'saturate' needs addresses")
         address = np.asarray(address, np.int64)
-        # first event of each (step, address) survives; a stable sort keeps time order
-        key = step * (int(address.max()) + 1) + address
-        order = np.argsort(key, kind="stable")
-        k = key[order]
-        first = np.ones(n, bool)
-        first[1:] = k[1:] != k[:-1]
-        survivors = np.sort(order[first])
+        survivors = _first_per_step_address(step, address)
         merged = n - len(survivors)
         idx, step = survivors, step[survivors]
         core = None if single_core else core[survivors]
@@ -179,6 +173,44 @@ def quantize(t, dt: int, address=None, *, t0: int | None = None, budget: int | N
     report.n_out = len(keep)
     report.n_steps = int(out_step.max()) + 1 if len(out_step) else 0
     return keep, out_step, report
+
+
+def _first_per_step_address(step, address) -> np.ndarray:
+    """Indices of the first event of each (step, address), in time order."""
+    from neurodata.transforms._kernels import _nb
+
+    if _nb() and len(address) and int(address.max()) < (1 << 28):
+        return _first_kernel(step, address, int(address.max()) + 1)
+    # numpy: a stable sort on the (step, address) key keeps time order within a key
+    key = step * (int(address.max()) + 1) + address
+    order = np.argsort(key, kind="stable")
+    k = key[order]
+    first = np.ones(len(k), bool)
+    first[1:] = k[1:] != k[:-1]
+    return np.sort(order[first])
+
+
+def _first_kernel_py(step, address, n_addr):
+    # one pass over time-sorted events: an address fires once per step
+    last = np.full(n_addr, -1, np.int64)
+    keep = np.empty(len(step), np.int64)
+    m = 0
+    for i in range(len(step)):
+        a = address[i]
+        if last[a] != step[i]:
+            last[a] = step[i]
+            keep[m] = i
+            m += 1
+    return keep[:m]
+
+
+def _make_first_kernel():
+    from neurodata.transforms._kernels import _jit
+
+    return _jit(_first_kernel_py)
+
+
+_first_kernel = _make_first_kernel()
 
 
 def _peak(step) -> int:
