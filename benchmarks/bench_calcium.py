@@ -10,7 +10,8 @@ Compares, in one run (medians of ``--repeats``):
    (vectorised rolling percentile, numba OASIS over all traces) against
    ``scipy.ndimage.percentile_filter`` + ``oasis.oasisAR1`` per trace (same
    problem, same parameters), and against ``oasis.functions.deconvolve`` (OASIS'
-   turnkey per-trace call that also estimates parameters).
+   turnkey per-trace call that also estimates parameters); the same for AR(2)
+   (rise + decay) traces against ``oasis.oasisAR2``.
 
 Usage: python benchmarks/bench_calcium.py [--frames 2000] [--size 256] [--traces 200]
 """
@@ -147,9 +148,40 @@ def bench_traces(n: int, T: int, repeats: int) -> list[tuple]:
         rows.append(("deconvolve, params estimated (traces/s)", n / t_ours_auto,
                      "oasis.functions.deconvolve loop", n / t_auto,
                      "oasis: constrained AR(1), noise-optimised lambda"))
+        rows += bench_ar2(n, T, repeats, oasis_deconvolve)
     else:
         rows.append(("dF/F + deconvolve (traces/s)", n / t_ours, "oasis-deconv not installed",
                      float("nan"), ""))
+    return rows
+
+
+def bench_ar2(n: int, T: int, repeats: int, oasis_deconvolve) -> list[tuple]:
+    """AR(2) (rise + decay) traces: the exact solver alone, then with (g1, g2) estimated."""
+    from scipy.signal import lfilter
+    from oasis.oasis_methods import oasisAR2
+
+    from neurodata.transforms import calcium as ca
+
+    fs = 30.0
+    g1, g2 = ca.ar2_from_tau(1.0, 0.1, fs)
+    rng = np.random.default_rng(2)
+    spikes = (rng.random((n, T)) < 0.3 / fs).astype(np.float64)
+    Y = lfilter([1.0], [1.0, -g1, -g2], spikes, axis=-1) + 0.3 * rng.standard_normal((n, T))
+    smin = 0.6
+    ca.oasis_ar2(Y[:2], (g1, g2), 0.0, smin)  # compile outside the timing
+    t_ours = _median_time(lambda: ca.oasis_ar2(Y, (g1, g2), 0.0, smin), repeats)
+    t_ref = _median_time(lambda: [oasisAR2(Y[i], g1, g2, 0.0, smin) for i in range(n)], repeats)
+    C, _ = ca.oasis_ar2(Y, (g1, g2), 0.0, smin)
+    err = max(float(np.abs(C[i] - oasisAR2(Y[i], g1, g2, 0.0, smin)[0]).max()) for i in range(n))
+    rows = [("OASIS AR(2) only (traces/s)", n / t_ours, "oasis.oasisAR2 loop", n / t_ref,
+             f"max |c - c_oasis| = {err:.1e}")]
+    t_auto_ours = _median_time(lambda: ca.deconvolve(Y, p=2, s_min_sn=2.0), repeats)
+    auto_n = max(1, n // 10)
+    t_auto = _median_time(lambda: [oasis_deconvolve(Y[i], g=(None, None), penalty=1)
+                                   for i in range(auto_n)], max(1, repeats // 2)) * n / auto_n
+    rows.append(("deconvolve AR(2), g estimated (traces/s)", n / t_auto_ours,
+                 "oasis.functions.deconvolve loop", n / t_auto,
+                 "oasis: constrained AR(2), noise-optimised lambda"))
     return rows
 
 

@@ -17,7 +17,7 @@ import pytest
 import neurodata
 from neurodata import loaders
 from neurodata.conversion import convert
-from neurodata.errors import NeurodataError, TruncatedFileError
+from neurodata.errors import NeurodataError, TransformError, TruncatedFileError
 from neurodata.format.imaging import ImagingDataset, preview
 from neurodata.loaders._safe_pickle import UnsafePickleError, load_npy
 from neurodata.transforms import calcium as ca
@@ -575,7 +575,9 @@ def test_tiff_conversion_memory_is_bounded_by_blocks(tmp_path):
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    assert peak < 50e6, peak  # movie: 104.9 MB; one block of 32 frames is 16.8 MB
+    # movie: 104.9 MB; one block of 32 frames is 16.8 MB and two are alive (one being read,
+    # one being compressed) plus a 4 MB chunk copy and its encoding per encoder thread
+    assert peak < 65e6, peak  # measured 57.5 MB
     ds = neurodata.open(tmp_path / "big.zarr")
     np.testing.assert_array_equal(ds[0], first)
     np.testing.assert_array_equal(ds[199], last)
@@ -721,3 +723,115 @@ def test_nwb_streamed_from_dandi_like_server(tmp_path, monkeypatch):
             nwb_ophys.dandi_asset_url("000123", "missing.nwb", api_url=api)
     finally:
         server.shutdown()
+
+
+# ---- OASIS AR(2) ----------------------------------------------------------------------------
+def _simulate_ar2(n=40, T=6000, fs=30.0, tau_decay=0.5, tau_rise=0.08, rate=0.5, amp=1.0, sn=0.25,
+                  b=2.0, seed=0):
+    """AR(2) (rise + decay) calcium with Bernoulli spikes of size ``amp`` in noise ``sn``.
+
+    The kernel peaks at 2.14 x ``amp`` (8.6 sn at the defaults; one spike is 4 sn)."""
+    from scipy.signal import lfilter
+
+    rng = np.random.default_rng(seed)
+    d, r = np.exp(-1 / (tau_decay * fs)), np.exp(-1 / (tau_rise * fs))
+    g = (d + r, -d * r)
+    s = (rng.random((n, T)) < rate / fs).astype(np.float64) * amp
+    s[:, :2] = 0
+    c = lfilter([1.0], [1.0, -g[0], -g[1]], s, axis=-1)
+    return b + c + sn * rng.standard_normal((n, T)), s, g
+
+
+def test_oasis_ar2_matches_reference_package():
+    oasis = pytest.importorskip("oasis.oasis_methods")
+    y, s, g = _simulate_ar2(n=6, T=3000, seed=2)
+    np.testing.assert_allclose(ca.ar2_from_tau(0.5, 0.08, 30.0), g)
+    for lam, s_min in [(0.0, 0.0), (0.0, 0.5), (0.3, 0.0), (0.1, 0.3)]:
+        C, S = ca.oasis_ar2(y - 2.0, g, lam, s_min)
+        Cp, Sp = ca.oasis_ar2(y[:2] - 2.0, g, lam, s_min, backend="python")
+        np.testing.assert_allclose(Cp, C[:2], atol=1e-12)
+        np.testing.assert_allclose(Sp, S[:2], atol=1e-12)
+        for i in range(len(y)):
+            c_ref, s_ref = oasis.oasisAR2(y[i] - 2.0, g[0], g[1], lam=lam, s_min=s_min)
+            np.testing.assert_allclose(C[i], c_ref, atol=1e-9)
+            np.testing.assert_allclose(S[i], s_ref, atol=1e-9)
+    # between spikes s is exactly zero (no round-off "spikes")
+    C, S = ca.oasis_ar2(y - 2.0, g, 0.0, 0.5)
+    assert S.min() == 0.0 and 0 < np.count_nonzero(S) < 0.05 * S.size
+
+
+def test_deconvolution_ar2_recovers_spikes():
+    y, s, g = _simulate_ar2()
+    # known kernel, given as time constants and as coefficients
+    S, C, info = ca.deconvolve(y, fs=30.0, tau=(0.5, 0.08), s_min_sn=2.0)
+    assert info["method"] == "OASIS AR(2)" and info["g"].shape == (40, 2)
+    precision, recall = _precision_recall(S, s)
+    assert precision > 0.99 and recall > 0.99, (precision, recall)  # measured 0.9995, 0.9995
+    S_g, _, _ = ca.deconvolve(y, g=g, s_min_sn=2.0)
+    np.testing.assert_array_equal(S_g, S)
+    # the slow AR(2) kernel keeps calcium up longer than AR(1): the baseline runs a little high
+    np.testing.assert_allclose(info["baseline"], 2.0, atol=0.15)  # measured 2.04 .. 2.11
+    # coefficients estimated from the autocovariance
+    S2, _, info2 = ca.deconvolve(y, p=2, s_min_sn=2.0)
+    np.testing.assert_allclose(np.median(info2["g"], axis=0), g, atol=0.05)
+    p2, r2 = _precision_recall(S2, s)
+    assert p2 > 0.99 and r2 > 0.99, (p2, r2)  # measured 0.9992, 0.9985
+    # an AR(1) model of the same traces splits the rise into extra spikes
+    S1, _, _ = ca.deconvolve(y, p=1, s_min_sn=2.0)
+    assert _precision_recall(S1, s)[0] < 0.9
+    # lower SNR: one spike is 2.9 sn
+    y3, s3, _ = _simulate_ar2(sn=0.35, seed=4)
+    S3, _, _ = ca.deconvolve(y3, fs=30.0, tau=(0.5, 0.08), s_min_sn=1.5)
+    p3, r3 = _precision_recall(S3, s3)
+    assert p3 > 0.97 and r3 > 0.97, (p3, r3)
+
+
+def test_ar2_coefficients_and_errors():
+    y, _, g = _simulate_ar2(n=20, T=20000, sn=0.1, seed=5)
+    est = ca.ar2_coefficients(y)
+    # the spectral noise estimate runs ~10% high here (the rise leaks above fs/4), biasing
+    # (g1, g2) by ~0.03 (measured 1.626, -0.646), as the reference's own estimator does
+    np.testing.assert_allclose(np.median(est, axis=0), g, atol=0.04)
+    np.testing.assert_allclose(ca.ar2_coefficients(y, sn=0.1)[:, 0].mean(), g[0], atol=0.01)
+    funcs = pytest.importorskip("oasis.functions")
+    ref = np.array([funcs.estimate_time_constant(row, p=2) for row in y[:5]])
+    np.testing.assert_allclose(est[:5], ref, atol=0.003)
+    # white noise has no stable AR(2) fit: falls back to AR(1) (g2 = 0)
+    noise = np.random.default_rng(6).standard_normal((3, 5000))
+    fb = ca.ar2_coefficients(noise)
+    assert np.all((fb[:, 1] == 0) | (fb[:, 0] ** 2 + 4 * fb[:, 1] >= 0))
+    with pytest.raises(TransformError):
+        ca.oasis_ar2(y[:1], (0.5, -0.5), 0.0, 0.0)  # complex roots
+    with pytest.raises(TransformError):
+        ca.oasis_ar2(y[:1], (1.2, 0.1), 0.0, 0.0)  # unstable
+    with pytest.raises(TransformError):
+        ca.deconvolve(y[:2], fs=30.0, tau=0.5, p=2)
+    with pytest.raises(TransformError):
+        ca.deconvolve(y[:2], g=np.ones((2, 3)) * 0.1, p=2)
+
+
+def test_movie_chunk_writer_matches_zarr_bytes(tmp_path):
+    """write_frames' own chunk encoding stores exactly the files zarr itself would write."""
+    from neurodata.format.imaging import ImagingStoreWriter
+
+    rng = np.random.default_rng(10)
+    movie = rng.integers(0, 4000, (70, 300, 280), dtype=np.uint16)
+    movie[32:64, :256, :256] = 0  # an all-fill chunk: not stored
+    fast = ImagingStoreWriter(tmp_path / "fast.zarr", 10.0)
+    fast.create_movie(movie.shape, movie.dtype)
+    assert fast._chunk_encoder() is not None
+    fast.write_frames(0, movie[:64])  # whole chunks: encoded by the writer
+    fast.write_frames(64, movie[64:])  # the last, partial frame-chunk
+    fast.close()
+    ref = ImagingStoreWriter(tmp_path / "ref.zarr", 10.0)
+    ref.create_movie(movie.shape, movie.dtype)
+    ref.movie[...] = movie  # zarr's own codec pipeline
+    ref.close()
+    files = sorted(p.relative_to(tmp_path / "ref.zarr") for p in (tmp_path / "ref.zarr/movie/c").rglob("*")
+                   if p.is_file())
+    assert len(files) == 3 * 2 * 2 - 1
+    assert files == sorted(p.relative_to(tmp_path / "fast.zarr")
+                           for p in (tmp_path / "fast.zarr/movie/c").rglob("*") if p.is_file())
+    for f in files:
+        assert (tmp_path / "fast.zarr" / f).read_bytes() == (tmp_path / "ref.zarr" / f).read_bytes(), f
+    np.testing.assert_array_equal(neurodata.open(tmp_path / "fast.zarr").frames(0, 70), movie)

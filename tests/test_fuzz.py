@@ -1,4 +1,6 @@
-"""Short fuzz run over every registered decoder (the long run: ``python -m neurodata.testing.fuzz``).
+"""Short fuzz run over every registered decoder.
+
+The long run is ``python -m neurodata.testing.fuzz --minutes 10``.
 
 Each format gets a few seconds of seeded mutations of the real files in
 ../shared/data (plus seeds derived from them for formats without a real
@@ -38,8 +40,8 @@ def test_decoder_survives_mutations(target, op, seeds, worker, tmp_path):
         pytest.skip(f"no real or derived sample of {target} in the shared data")
     cases, seconds = BUDGET[op]
     rep = fuzz.fuzz_target(target, op, seeds[target], worker, tmp_path, seed=0, cases=cases,
-                           seconds=seconds, timeout=30.0)
-    assert rep.tried >= min(3, cases)
+                           seconds=seconds, timeout=30.0, min_cases=3)
+    assert rep.tried >= 3
     assert rep.decoded + rep.rejected + len(rep.failures) == rep.tried
     lines = [f"case {f.case} ({f.mutation} of {f.seed}): {f.status}: {f.detail}"
              for f in rep.failures]
@@ -100,3 +102,16 @@ def test_recording_checks_reject_inconsistent_results():
     bad_table = EventRecording(x, x, t, p, starts=np.array([0, 3]), counts=np.array([3, 5]))
     assert "outside" in fuzz.check_recording(bad_table)
     assert "EventRecording" in fuzz.check_recording({"x": x})
+
+
+def test_long_run_command_reports_json(shared_data, tmp_path):
+    # the documented long run (`python -m neurodata.testing.fuzz --minutes 10`), kept tiny
+    out = tmp_path / "report.json"
+    code = fuzz.main(["--format", "atis_bin", "--cases", "12", "--seed", "1",
+                      "--data", str(shared_data), "--json", str(out)])
+    import json
+
+    reports = {r["target"]: r for r in json.loads(out.read_text())}
+    assert code == 0 and set(reports) == {"atis_bin"}
+    assert all(r["tried"] == 12 and r["failures"] == [] for r in reports.values())
+    assert all(r["decoded"] + r["rejected"] == 12 for r in reports.values())

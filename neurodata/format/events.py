@@ -247,7 +247,10 @@ class EventStoreReader:
         return len(self.start)
 
     def _checked(self, read):
-        """``read()``, valid only if the store was not replaced meanwhile (else StoreReplacedError)."""
+        """``read()``, valid only if the store was not replaced meanwhile.
+
+        Raises StoreReplacedError otherwise (see neurodata/format/snapshot.py).
+        """
         try:
             out = read()
         except Exception:

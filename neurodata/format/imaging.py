@@ -136,8 +136,83 @@ class ImagingStoreWriter:
         return int(self.movie.chunks[0])
 
     def write_frames(self, start: int, block: np.ndarray) -> None:
-        """Write ``block`` (frames first, same trailing shape) at frame ``start``."""
-        self.movie[start:start + block.shape[0]] = block
+        """Write ``block`` (frames first, same trailing shape) at frame ``start``.
+
+        A block that covers whole frame-chunks is encoded here, one chunk per
+        task on a small thread pool (blosc releases the GIL), and each chunk
+        written as one file of the local store: the same bytes zarr writes,
+        without its per-chunk asyncio round trips (measured ~3x faster).
+        Other blocks, and stores this cannot address, go through zarr.
+        """
+        n = block.shape[0]
+        enc = self._chunk_encoder() if n else None
+        shape, chunks = self.movie.shape, self.movie.chunks
+        end = start + n
+        if (enc is None or start % chunks[0] or (end % chunks[0] and end != shape[0])
+                or end > shape[0] or tuple(block.shape[1:]) != tuple(shape[1:])):
+            self.movie[start:end] = block
+            return
+        block = np.asarray(block, self.movie.dtype)
+        grid = [range(0, s, c) for s, c in zip(shape[1:], chunks[1:])]
+        tasks = [(t0, rest) for t0 in range(start, end, chunks[0]) for rest in np.ndindex(
+            *[len(g) for g in grid])]
+        pool = self._encode_pool()
+
+        def one(task):
+            t0, rest = task
+            sel = (slice(t0 - start, min(t0 + chunks[0], end) - start),) + tuple(
+                slice(i * c, (i + 1) * c) for i, c in zip(rest, chunks[1:]))
+            part = block[sel]
+            if not part.any():  # an all-fill chunk is not stored (as zarr does)
+                return
+            if part.shape != tuple(chunks):  # edge chunks are stored padded with the fill value
+                full = np.zeros(chunks, block.dtype)
+                full[tuple(slice(0, k) for k in part.shape)] = part
+                part = full
+            data = enc.encode(np.ascontiguousarray(part).view(np.uint8).reshape(-1))
+            key = self.movie.metadata.encode_chunk_key((t0 // chunks[0],) + tuple(rest))
+            f = self._movie_dir / key
+            f.parent.mkdir(parents=True, exist_ok=True)
+            f.write_bytes(data)
+
+        for _ in pool.map(one, tasks):
+            pass
+
+    def _chunk_encoder(self):
+        """A numcodecs Blosc matching the movie's codecs, or None when zarr must write."""
+        if getattr(self, "_enc", False) is not False:
+            return self._enc
+        self._enc = None
+        try:
+            import sys
+
+            from numcodecs import Blosc
+            from zarr.codecs import BloscCodec, BytesCodec
+            from zarr.storage import LocalStore
+
+            codecs = tuple(self.movie.metadata.codecs)
+            store = self.movie.store
+            ok = (isinstance(store, LocalStore) and len(codecs) == 2 and isinstance(codecs[0], BytesCodec)
+                  and isinstance(codecs[1], BloscCodec) and self.movie.metadata.fill_value == 0
+                  and (self.movie.dtype.itemsize == 1 or
+                       (codecs[0].endian is not None and codecs[0].endian.value == sys.byteorder)))
+            if ok:
+                c = codecs[1]
+                self._movie_dir = Path(store.root) / self.movie.path
+                self._enc = Blosc(cname=c.cname.value, clevel=int(c.clevel),
+                                  shuffle={"noshuffle": Blosc.NOSHUFFLE, "shuffle": Blosc.SHUFFLE,
+                                           "bitshuffle": Blosc.BITSHUFFLE}[c.shuffle.value],
+                                  blocksize=int(c.blocksize), typesize=int(c.typesize))
+        except (ImportError, AttributeError, TypeError, KeyError):
+            self._enc = None
+        return self._enc
+
+    def _encode_pool(self):
+        if getattr(self, "_pool", None) is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(max(1, min(4, os.cpu_count() or 1)))
+        return self._pool
 
     def write_mean_image(self, image: np.ndarray, plane_axis: bool = False) -> None:
         """Time-averaged image, ``(y, x)`` or ``(plane, y, x)``."""
@@ -242,6 +317,9 @@ class ImagingStoreWriter:
 
     def close(self, provenance: dict | None = None) -> None:
         """Write provenance and consolidate metadata."""
+        if getattr(self, "_pool", None) is not None:
+            self._pool.shutdown()
+            self._pool = None
         if provenance is not None:
             self.root.attrs["provenance"] = json.loads(json.dumps(provenance, default=str))
         finalize_store(self.path)

@@ -75,7 +75,10 @@ class StoreSnapshot:
             self._fd = None
 
     def __del__(self):
-        self.close()
+        try:
+            self.close()
+        except Exception:  # interpreter shutdown: module globals (os) may be gone already
+            pass
 
     # a snapshot travels to worker processes by identity; the worker pins the
     # folder again and finds it replaced if the path now names another one

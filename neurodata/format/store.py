@@ -158,7 +158,7 @@ def remove_stale_siblings(out: str | os.PathLike) -> list[Path]:
         return removed
     host = _host_tag()
     for kind in ("tmp", "old"):
-        for p in out.parent.glob(f".{glob_escape(out.name)}.{kind}-*"):
+        for p in out.parent.glob(f".{_glob_escape(out.name)}.{kind}-*"):
             parts = p.name[len(f".{out.name}.{kind}-"):].split(".")
             if len(parts) != 3 or parts[0] != host or not parts[1].isdigit():
                 continue
@@ -169,7 +169,7 @@ def remove_stale_siblings(out: str | os.PathLike) -> list[Path]:
     return removed
 
 
-def glob_escape(name: str) -> str:
+def _glob_escape(name: str) -> str:
     """``name`` with glob metacharacters escaped."""
     import glob
 

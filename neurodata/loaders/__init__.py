@@ -52,6 +52,9 @@ FORMATS: list[FormatSpec] = [
                "Prophesee EVT 2.0 / EVT 3.0 .raw"),
     FormatSpec("nwb_ophys", "imaging", "neurodata.loaders.nwb_ophys", (".nwb",),
                "NWB 2.x optical physiology (TwoPhotonSeries, PlaneSegmentation, RoiResponseSeries)"),
+    FormatSpec("nwb_ecephys", "timeseries", "neurodata.loaders.nwb_ecephys", (".nwb",),
+               "NWB 2.x ElectricalSeries (EEG/ECoG/sEEG/extracellular; claims any NWB file "
+               "holding one, ophys or not)"),
     FormatSpec("caiman_hdf5", "imaging", "neurodata.loaders.caiman_hdf5", (".hdf5", ".h5"),
                "CaImAn CNMF results HDF5 (estimates/C, A, S, YrA)"),
     FormatSpec("hdf5_spikes", "events", "neurodata.loaders.hdf5_spikes", (".h5", ".hdf5"),

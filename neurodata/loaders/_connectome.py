@@ -357,7 +357,8 @@ def read_cells(path, sheet_name: str | None = None, max_rows: int | None = None)
         cells[(row, col)] = val
         nrow = max(nrow, row + 1)
         ncol = max(ncol, col + 1)
-    if nrow > _XLSX_MAX_ROWS or ncol > _XLSX_MAX_COLS or nrow * ncol > max(1 << 24, 64 * len(cells)):
+    if (nrow > _XLSX_MAX_ROWS or ncol > _XLSX_MAX_COLS
+            or nrow * ncol > max(1 << 24, 64 * len(cells))):
         # a damaged cell reference must not make us allocate a huge dense sheet
         raise CorruptFileError(f"sheet claims {nrow} rows x {ncol} columns but holds "
                                f"{len(cells)} cells", path)

@@ -80,7 +80,7 @@ def _load(path: Path):
                               "(save plain numeric arrays instead)", path) from None
         raise CorruptFileError(f"not a readable numpy file ({e})", path) from None
     except (OSError, EOFError, zipfile.BadZipFile, zlib.error, SyntaxError,
-            tokenize.TokenError) as e:
+            tokenize.TokenError, NotImplementedError) as e:
         raise CorruptFileError(f"not a readable numpy file ({e.__class__.__name__}: {e})",
                                path) from None
 
@@ -154,6 +154,9 @@ def _polarity(a: np.ndarray, path) -> np.ndarray:
 def _validate(cols: dict, path) -> tuple:
     n = len(cols["t"])
     for k, v in cols.items():
+        if not isinstance(v, np.ndarray):  # numpy returns raw bytes for a non-.npy member
+            raise SchemaError(f"{k} is not a numpy array (archive member without .npy data)",
+                              path)
         if v.ndim != 1:
             raise SchemaError(f"{k} must be one-dimensional, got shape {v.shape}", path)
         if len(v) != n:
@@ -200,7 +203,8 @@ def read(path: Path, **kw) -> EventRecording:
                     if "p" not in cols and "polarity" in keys:
                         cols["p"] = npz["polarity"]
                 else:
-                    structured = [k for k in keys if npz[k].dtype.names]
+                    structured = [k for k in keys  # a non-.npy member comes back as bytes
+                                  if getattr(getattr(npz[k], "dtype", None), "names", None)]
                     if len(structured) != 1:
                         raise SchemaError(
                             f"expected one structured events array or x, y, t, p arrays; "
@@ -218,7 +222,8 @@ def read(path: Path, **kw) -> EventRecording:
                     raise FormatError("holds a pickled object array; neurodata never "
                                       "unpickles", path) from None
                 raise CorruptFileError(f"unreadable array ({e})", path) from None
-            except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as e:  # damaged member
+            except (OSError, EOFError, zipfile.BadZipFile, zlib.error,
+                    NotImplementedError) as e:  # damaged member or zip header
                 raise CorruptFileError(f"unreadable array ({e.__class__.__name__}: {e})",
                                        path) from None
     x, y, t, p = _validate(cols, path)

@@ -54,7 +54,10 @@ def sniff(path: Path, head: bytes) -> bool:
             return False
         found = f.visititems(lambda name, obj: True if isinstance(obj, h5py.Group)
                              and _text(obj.attrs.get("neurodata_type")) in OPHYS_TYPES else None)
-        return bool(found)
+        # a file holding an ElectricalSeries belongs to nwb_ecephys (one rule, both sniffers)
+        from neurodata.loaders.nwb_ecephys import electrical_series_paths
+
+        return bool(found) and not electrical_series_paths(f)
 
 
 def _text(v) -> str | None:

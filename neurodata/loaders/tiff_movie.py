@@ -27,8 +27,9 @@ from neurodata.format.store import file_sha256, provenance
 
 VERSION = "TIFF 6.0 / BigTIFF / ImageJ hyperstack"
 MAGICS = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
-#: target bytes read and written per block (bounds memory during conversion)
-BLOCK_BYTES = 256 << 20
+#: target bytes read and written per block; two blocks are in memory at once (one
+#: being read, one being compressed), which bounds memory during conversion
+BLOCK_BYTES = 32 << 20
 _MAX_EXPANSION = 1032  # deflate's largest compression ratio
 
 
@@ -187,25 +188,50 @@ def _convert(src, out, attrs, fs, block_bytes, indicator, digest) -> None:
         n = out_shape[0]
         fpc = w.frames_per_chunk
         frame_bytes = int(np.prod(out_shape[1:])) * dtype.itemsize
-        step = max(fpc, (max(1, block_bytes // max(frame_bytes, 1)) // fpc) * fpc)
-        total = np.zeros(out_shape[1:], np.float64)
+        step = min(n, max(fpc, (max(1, block_bytes // max(frame_bytes, 1)) // fpc) * fpc))
         fax = axes.index(frame_axis) if frame_axis else None
-        for t0 in range(0, n, step):
-            t1 = min(n, t0 + step)
-            if fax is None:
-                block = np.asarray(z[...])[None]
+        # two preallocated blocks: a reader thread fills one (and sums it for the mean
+        # image) while the writer compresses the other
+        buffers = [np.empty((step,) + out_shape[1:], dtype) for _ in range(min(2, -(-n // step)))]
+
+        # compressed or scattered pages, one per frame: tifffile decodes them straight into
+        # the block (faster than its zarr view, which assembles chunks itself)
+        by_pages = (not isinstance(z, np.ndarray) and fax == 0 and len(shape) == 3 and perm == [0, 1, 2]
+                    and len(series.pages) == shape[0])
+
+        def read(k: int):
+            t0, t1 = k * step, min(n, (k + 1) * step)
+            buf = buffers[k % len(buffers)][:t1 - t0]
+            if by_pages:
+                tif.asarray(key=range(t0, t1), series=0, out=buf, maxworkers=2)
+            elif fax is None:
+                np.copyto(buf, np.asarray(z[...]).reshape(buf.shape))
             else:
                 sel = [slice(None)] * len(shape)
                 sel[fax] = slice(t0, t1)
-                block = np.asarray(z[tuple(sel)])
+                src = z[tuple(sel)]
                 if squeeze_axes:
-                    block = block.squeeze(axis=squeeze_axes)
+                    src = np.asarray(src).squeeze(axis=squeeze_axes)
                     keep = [i for i in range(len(shape)) if i not in squeeze_axes]
-                    block = np.transpose(block, [keep.index(p) for p in perm])
+                    src = np.transpose(src, [keep.index(p) for p in perm])
                 else:
-                    block = np.transpose(block, perm)
-            w.write_frames(t0, np.ascontiguousarray(block, dtype=dtype))
-            total += block.sum(axis=0, dtype=np.float64)
+                    src = np.transpose(np.asarray(src), perm)
+                np.copyto(buf, src)
+            return t0, buf, buf.sum(axis=0, dtype=np.float64)
+
+        from concurrent.futures import ThreadPoolExecutor
+
+        total = np.zeros(out_shape[1:], np.float64)
+        n_blocks = -(-n // step)
+        with ThreadPoolExecutor(1) as reader:
+            pending = reader.submit(read, 0)
+            for k in range(n_blocks):
+                t0, block, block_sum = pending.result()
+                if k + 1 < n_blocks:
+                    pending = reader.submit(read, k + 1)
+                w.write_frames(t0, block)
+                total += block_sum
+        del buffers
         mean = total / max(n, 1)
         while mean.ndim > 2 and mean.shape[0] == 1:
             mean = mean[0]
@@ -273,6 +299,8 @@ def _check_size(tif, series, path) -> None:
                                    "uncompressed bytes", path)
     # damaged dimensions must not make us allocate or write far more than the file can
     # hold: no codec TIFF uses expands data by more than deflate's ~1032:1
+    if any(int(v) <= 0 for v in series.shape):
+        raise CorruptFileError(f"image series has shape {tuple(series.shape)}: no pixels", path)
     total = math.prod(int(v) for v in series.shape) * np.dtype(series.dtype).itemsize
     if total > _MAX_EXPANSION * size + (1 << 20):
         raise CorruptFileError(f"series claims {tuple(series.shape)} {series.dtype} "

@@ -60,8 +60,9 @@ CONVERT_KWARGS = {"suite2p": {"fs": 30.0}, "tiff_movie": {"fs": 30.0}}
 
 #: modules loaders import lazily; the worker imports them before limiting its
 #: address space so the limit bounds decoding, not importing
-_PRELOAD = ("h5py", "mne", "pandas", "openpyxl", "networkx", "tifffile", "scipy.io", "numba",
-            "pyarrow", "pyarrow.csv", "lz4.frame", "zstandard", "pynwb", "xarray")
+_PRELOAD = ("h5py", "mne", "mne.io", "pandas", "openpyxl", "networkx", "tifffile", "scipy.io",
+            "scipy.linalg", "scipy.signal", "scipy.sparse", "numba", "pyarrow", "pyarrow.csv",
+            "pyarrow.compute", "lz4.frame", "zstandard", "pynwb", "xarray")
 
 _HUGE_INTS = (0xFFFFFFFF, 0x7FFFFFFF, 0x80000000, 0xFFFFFFFFFFFFFFFF, 0x7FFFFFFFFFFFFFFF,
               0x0FFFFFFF)
@@ -129,7 +130,8 @@ def default_data_dir() -> Path:
     return Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
 
-def discover_seeds(data_dir: str | os.PathLike, work_dir: str | os.PathLike) -> dict[str, list[Seed]]:
+def discover_seeds(data_dir: str | os.PathLike,
+                   work_dir: str | os.PathLike) -> dict[str, list[Seed]]:
     """Seeds per target: real files detected in ``data_dir`` plus seeds derived from them.
 
     Files no detector recognises but that share a stem with a recognised file
@@ -453,15 +455,20 @@ def prepare_case(seeds: list[Seed], target: str, case: int, seed: int, case_dir:
 class Worker:
     """A decoding subprocess with an address-space limit, restarted after a hang or crash."""
 
-    def __init__(self, mem_mb: int = 1024, log: str | os.PathLike | None = None):
+    def __init__(self, mem_mb: int = 1024, log: str | os.PathLike | None = None,
+                 max_jobs: int = 500):
         self.mem_mb = mem_mb
         self.log = log
+        self.max_jobs = max_jobs
+        self.jobs = 0
         self.proc = None
         self._buf = b""
 
     def start(self) -> None:
         env = dict(os.environ, MALLOC_ARENA_MAX="2", PYTHONWARNINGS="ignore",
-                   NUMBA_NUM_THREADS="1", OMP_NUM_THREADS="1")
+                   NUMBA_NUM_THREADS="1", OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1",
+                   MKL_NUM_THREADS="1")
+        self.jobs = 0
         err = open(self.log, "ab") if self.log else subprocess.DEVNULL
         try:
             self.proc = subprocess.Popen(
@@ -497,8 +504,11 @@ class Worker:
 
     def run(self, job: dict, timeout: float) -> dict:
         """Run one job; ``status`` is ``hang`` or ``crash`` when the worker did not answer."""
+        if self.proc is not None and self.jobs >= self.max_jobs:
+            self.close()  # a long-lived worker's heap grows into its address-space bound
         if self.proc is None or self.proc.poll() is not None:
             self.start()
+        self.jobs += 1
         t0 = time.monotonic()
         try:
             self.proc.stdin.write((json.dumps(job) + "\n").encode())
@@ -701,15 +711,18 @@ def check_recording(rec) -> str | None:
 
 def fuzz_target(target: str, op: str, seeds: list[Seed], worker: Worker, work_dir: Path, *,
                 seed: int = 0, cases: int | None = 100, seconds: float | None = None,
-                first_case: int = 0, timeout: float = 30.0, keep: Path | None = None) -> TargetReport:
-    """Run cases ``first_case..`` of one target until ``cases`` or ``seconds`` is reached."""
+                first_case: int = 0, timeout: float = 30.0, keep: Path | None = None,
+                min_cases: int = 1) -> TargetReport:
+    """Run cases ``first_case..`` of one target until ``cases`` or ``seconds`` is reached
+    (but at least ``min_cases``)."""
     rep = TargetReport(target, op, n_seeds=len(seeds))
     t_start = time.monotonic()
     i = first_case
     while seeds:
         if cases is not None and rep.tried >= cases:
             break
-        if seconds is not None and time.monotonic() - t_start >= seconds:
+        if (seconds is not None and rep.tried >= min_cases
+                and time.monotonic() - t_start >= seconds):
             break
         case_dir = Path(tempfile.mkdtemp(prefix=f"{target}-{i}-", dir=work_dir))
         try:
@@ -760,6 +773,7 @@ def run(formats=None, *, data_dir=None, seed: int = 0, cases: int | None = None,
         worker = Worker(mem_mb, log=tmp / "worker.log")
         try:
             for name, op in todo:
+                worker.close()  # a fresh worker (and address-space bound) per format
                 rep = fuzz_target(name, op, all_seeds[name], worker, tmp, seed=seed,
                                   cases=cases, seconds=per, timeout=timeout,
                                   keep=Path(keep) if keep else None)

@@ -341,40 +341,35 @@ def voxel_grid(x, y, t, p, offsets, n_bins, out, W, H) -> None:
 # ToTimeSurface: exponentially decayed last-event times at frame boundaries
 # ---------------------------------------------------------------------------
 def _time_surface_nb(x, y, t, p, offsets, f_sample, f_end, f_ref, tau, out, W, H, P):
-    # The surface decays by one factor between frames, so untouched pixels only
-    # need a multiply (vectorised); pixels with new events get an exp.
+    # The surface decays by one factor between frames, so a frame is the
+    # previous one times that factor (a vectorised multiply over the output),
+    # and only pixels with new events need an exp (once per pixel and frame).
     hw = H * W
     phw = P * hw
-    cur = np.zeros(phw, np.float64)
-    last = np.empty(phw, np.int64)
-    stamp = np.full(phw, -1, np.int64)  # frame that last refreshed the pixel: one exp per pixel
+    stamp = np.full(phw, -1, np.int64)  # frame that last refreshed the pixel
     f = 0
     nf = len(f_sample)
     inv_tau = 1.0 / tau
     for s in range(len(offsets) - 1):
         if f >= nf or f_sample[f] != s:
             continue
-        cur[:] = 0.0
         i = offsets[s]
+        first = True
         prev_ref = f_ref[f]
         while f < nf and f_sample[f] == s:
             ref = f_ref[f]
-            decay = np.exp(-(ref - prev_ref) * inv_tau)
             base = f * phw
-            for k in range(phw):
-                c = cur[k] * decay
-                cur[k] = c
-                out[base + k] = c
+            if first:
+                out[base:base + phw] = 0.0
+                first = False
+            else:
+                decay = np.float32(np.exp(-(ref - prev_ref) * inv_tau))
+                for k in range(phw):
+                    out[base + k] = out[base - phw + k] * decay
+            # newest event of each pixel first: walking the window backwards,
+            # the first visit of a pixel is its latest event
             e = f_end[f]
-            i0 = i
-            while i < e:
-                xi = np.int64(x[i])
-                yi = np.int64(y[i])
-                pi = np.int64(p[i]) if P > 1 else 0
-                if xi < W and yi < H and pi < P:
-                    last[pi * hw + yi * W + xi] = t[i]
-                i += 1
-            for j in range(i0, e):
+            for j in range(e - 1, i - 1, -1):
                 xi = np.int64(x[j])
                 yi = np.int64(y[j])
                 pi = np.int64(p[j]) if P > 1 else 0
@@ -382,9 +377,8 @@ def _time_surface_nb(x, y, t, p, offsets, f_sample, f_end, f_ref, tau, out, W, H
                     k = pi * hw + yi * W + xi
                     if stamp[k] != f:
                         stamp[k] = f
-                        c = np.exp((last[k] - ref) * inv_tau)
-                        cur[k] = c
-                        out[base + k] = c
+                        out[base + k] = np.exp((t[j] - ref) * inv_tau)
+            i = max(i, e)
             prev_ref = ref
             f += 1
 

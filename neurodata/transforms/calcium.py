@@ -29,8 +29,8 @@ _USE_NUMBA = _numba is not None and os.environ.get("NEURODATA_NO_NUMBA", "") in 
 
 __all__ = [
     "neuropil_subtract", "rolling_baseline", "dff", "noise_level", "ar1_coefficient",
-    "oasis_ar1", "deconvolve", "resample", "resample_to_times", "align_neurons",
-    "downsample_movie", "crop_movie", "threshold_spikes", "poisson_spikes",
+    "oasis_ar1", "ar2_coefficients", "ar2_from_tau", "oasis_ar2", "deconvolve", "resample",
+    "resample_to_times", "align_neurons", "downsample_movie", "crop_movie", "threshold_spikes", "poisson_spikes",
 ]
 
 
@@ -291,20 +291,273 @@ def oasis_ar1(y: np.ndarray, g, lam=0.0, s_min=0.0, backend: str | None = None):
     return C.reshape(*lead, T), S.reshape(*lead, T)
 
 
-def deconvolve(traces: np.ndarray, fs: float | None = None, tau: float | None = None, g=None,
+# ---- OASIS AR(2) ----------------------------------------------------------------------------
+def ar2_coefficients(y: np.ndarray, sn: np.ndarray | None = None, lags: int = 10) -> np.ndarray:
+    """AR(2) coefficients ``(g1, g2)`` per trace from the autocovariance (Yule-Walker).
+
+    For c_t = g1 c_{t-1} + g2 c_{t-2} + s_t observed in white noise of variance
+    sn^2, the autocovariance obeys acov(k) = g1 acov(k-1) + g2 acov(k-2) for
+    k >= 1, where only acov(0) carries the noise (it is corrected by sn^2).
+    The equations for k = 1..``lags`` + 2 are solved by least squares. Traces
+    whose fit is not a stable decay with real roots fall back to AR(1)
+    (``g2 = 0``, ``g1`` from :func:`ar1_coefficient`).
+
+    Returns
+    -------
+    float64 array ``(..., 2)``.
+    """
+    y = np.asarray(y, np.float64)
+    lead, T = y.shape[:-1], y.shape[-1]
+    Y = y.reshape(-1, T)
+    Y = Y - Y.mean(axis=-1, keepdims=True)
+    sn_v = noise_level(Y) if sn is None else np.broadcast_to(np.asarray(sn, np.float64), (Y.shape[0],))
+    K = int(lags) + 2
+    ac = np.stack([(Y[:, k:] * Y[:, :T - k]).sum(-1) / T for k in range(K + 1)], axis=-1)
+    ac[:, 0] -= sn_v ** 2
+    k = np.arange(1, K + 1)
+    x1, x2, rhs = ac[:, np.abs(k - 1)], ac[:, np.abs(k - 2)], ac[:, k]
+    a11, a12, a22 = (x1 * x1).sum(-1), (x1 * x2).sum(-1), (x2 * x2).sum(-1)
+    b1, b2 = (x1 * rhs).sum(-1), (x2 * rhs).sum(-1)
+    det = a11 * a22 - a12 * a12
+    with np.errstate(divide="ignore", invalid="ignore"):
+        g1 = (a22 * b1 - a12 * b2) / det
+        g2 = (a11 * b2 - a12 * b1) / det
+    disc = g1 * g1 + 4 * g2
+    with np.errstate(invalid="ignore"):
+        d = (g1 + np.sqrt(disc)) / 2
+        r = (g1 - np.sqrt(disc)) / 2
+    ok = np.isfinite(g1) & np.isfinite(g2) & (disc >= 0) & (d > 0) & (d < 1) & (np.abs(r) < 1)
+    if not ok.all():
+        g1 = np.where(ok, g1, ar1_coefficient(Y))
+        g2 = np.where(ok, g2, 0.0)
+    return np.stack([g1, g2], axis=-1).reshape(*lead, 2)
+
+
+def ar2_from_tau(tau_decay: float, tau_rise: float, fs: float) -> tuple[float, float]:
+    """``(g1, g2)`` of a difference-of-exponentials kernel: roots exp(-1/(tau fs))."""
+    d, r = math.exp(-1.0 / (tau_decay * fs)), math.exp(-1.0 / (tau_rise * fs))
+    return d + r, -d * r
+
+
+def _oasis2_core(y, g1, g2, lam, s_min, c, s):
+    """Greedy pool-adjacent-violators for AR(2) (Friedrich et al. 2017, OASIS for AR(2)).
+
+    A pool starting at t with first value v continues c_{t+k} = h_k v + g2 h_{k-1} W,
+    W the previous pool's last value and h the AR(2) impulse response; v is the
+    least-squares value with W held fixed. Each pool keeps A = sum h_k y'_{t+k} and
+    B = sum h_{k-1} y'_{t+k}, so merging is O(1) through h_{a+k} = h_a h_k +
+    g2 h_{a-1} h_{k-1}. The first pool decays as v d^k (d the larger root), its
+    value from D = sum d^k y'_k. A pool merges into its predecessor while its
+    spike (its v minus the predecessor's continuation) is below ``s_min``.
+    Spikes are written where pools start, exact zeros elsewhere.
+    """
+    T = y.shape[0]
+    d = (g1 + math.sqrt(g1 * g1 + 4.0 * g2)) / 2.0
+    h = np.empty(T + 2)  # h[k + 1] = h_k, h[0] = h_{-1} = 0
+    h[0] = 0.0
+    h[1] = 1.0
+    for k in range(2, T + 2):
+        h[k] = g1 * h[k - 1] + g2 * h[k - 2]
+    hh = np.empty(T + 1)  # hh[l] = sum_{k<l} h_k^2
+    hh1 = np.empty(T + 1)  # hh1[l] = sum_{k<l} h_k h_{k-1}
+    hh[0] = 0.0
+    hh1[0] = 0.0
+    for k in range(1, T + 1):
+        hh[k] = hh[k - 1] + h[k] * h[k]
+        hh1[k] = hh1[k - 1] + h[k] * h[k - 1]
+    yp = np.empty(T)  # y minus the penalty's linear term
+    for t in range(T):
+        yp[t] = y[t] - lam * (1.0 - g1 - g2)
+    if T >= 2:
+        yp[T - 2] = y[T - 2] - lam * (1.0 - g1)
+    yp[T - 1] = y[T - 1] - lam
+    start = np.empty(T, np.int64)
+    length = np.empty(T, np.int64)
+    v = np.empty(T)
+    w = np.empty(T)
+    A = np.empty(T)
+    B = np.empty(T)
+    D = np.empty(T)
+    dl = np.empty(T)  # d ** length
+    start[0] = 0
+    length[0] = 1
+    A[0] = yp[0]
+    B[0] = 0.0
+    D[0] = yp[0]
+    dl[0] = d
+    v[0] = max(0.0, yp[0])
+    w[0] = v[0]
+    n = 1
+    for t in range(1, T):
+        start[n] = t
+        length[n] = 1
+        A[n] = yp[t]
+        B[n] = 0.0
+        D[n] = yp[t]
+        dl[n] = d
+        v[n] = yp[t]
+        w[n] = yp[t]
+        n += 1
+        while n > 1:
+            i = n - 1
+            p = n - 2
+            lp = length[p]
+            if p >= 1:
+                pred = h[lp + 1] * v[p] + g2 * h[lp] * w[p - 1]
+            else:
+                pred = d * w[0]
+            if pred <= v[i] - s_min:
+                break
+            A[p] += h[lp + 1] * A[i] + g2 * h[lp] * B[i]
+            B[p] += h[lp] * A[i] + g2 * h[lp - 1] * B[i]
+            D[p] += dl[p] * D[i]
+            dl[p] *= dl[i]
+            L = lp + length[i]
+            length[p] = L
+            if p >= 1:
+                W = w[p - 1]
+                vv = (A[p] - g2 * W * hh1[L]) / hh[L]
+                v[p] = vv
+                w[p] = h[L] * vv + g2 * h[L - 1] * W
+            else:
+                vv = max(0.0, D[0] * (1.0 - d * d) / (1.0 - dl[0] * dl[0]))
+                v[0] = vv
+                w[0] = vv * dl[0] / d
+            n -= 1
+    val = v[0]
+    for k in range(T):
+        s[k] = 0.0
+    for k in range(length[0]):
+        c[k] = val
+        val *= d
+    for j in range(1, n):
+        t0 = start[j]
+        L = length[j]
+        c[t0] = v[j]
+        lq = length[j - 1]
+        s[t0] = v[j] - (h[lq + 1] * v[j - 1] + g2 * h[lq] * w[j - 2] if j >= 2 else d * w[0])
+        for k in range(t0 + 1, t0 + L - 1):
+            c[k] = g1 * c[k - 1] + g2 * c[k - 2]
+        if L > 1:
+            c[t0 + L - 1] = w[j]
+
+
+def _oasis2_batch(Y, G, lam, s_min, C, S):
+    for i in range(Y.shape[0]):
+        _oasis2_core(Y[i], G[i, 0], G[i, 1], lam[i], s_min[i], C[i], S[i])
+
+
+if _numba is not None:
+    _oasis2_core_nb = _numba.njit(cache=True, nogil=True)(_oasis2_core)
+
+    @_numba.njit(cache=True, nogil=True, parallel=True)
+    def _oasis2_batch_nb(Y, G, lam, s_min, C, S):  # pragma: no cover - compiled
+        for i in _numba.prange(Y.shape[0]):
+            _oasis2_core_nb(Y[i], G[i, 0], G[i, 1], lam[i], s_min[i], C[i], S[i])
+else:  # pragma: no cover
+    _oasis2_batch_nb = None
+
+
+def _per_trace_pair(g, n: int) -> np.ndarray:
+    a = np.asarray(g, np.float64)
+    if a.shape == (2,):
+        return np.broadcast_to(a, (n, 2)).copy()
+    if a.shape == (n, 2):
+        return a.copy()
+    raise TransformError(f"deconvolve: AR(2) g must be (g1, g2) or one pair per trace, got shape {a.shape}")
+
+
+def _check_ar2(G: np.ndarray, where: str) -> None:
+    disc = G[:, 0] ** 2 + 4 * G[:, 1]
+    with np.errstate(invalid="ignore"):
+        d = (G[:, 0] + np.sqrt(disc)) / 2
+        r = (G[:, 0] - np.sqrt(disc)) / 2
+    bad = ~((disc >= 0) & (d > 0) & (d < 1) & (np.abs(r) < 1))
+    if bad.any():
+        k = int(np.argmax(bad))
+        raise TransformError(f"{where}: (g1, g2) = ({G[k, 0]:.4g}, {G[k, 1]:.4g}) is not a stable "
+                             "decay with real roots (need g1^2 + 4 g2 >= 0, roots in (-1, 1), larger > 0)")
+
+
+def oasis_ar2(y: np.ndarray, g, lam=0.0, s_min=0.0, backend: str | None = None):
+    """Solve the AR(2) non-negative deconvolution with OASIS for every trace.
+
+    min 1/2 |c - y|^2 + lam |s|_1 with s_t = c_t - g1 c_{t-1} - g2 c_{t-2} either 0
+    or at least ``s_min`` (the greedy AR(2) pooling of Friedrich, Zhou & Paninski
+    2017; a rise-and-decay kernel resolves spike times that AR(1) smears).
+
+    Parameters
+    ----------
+    y : array ``(..., time)``
+        Baseline-subtracted fluorescence.
+    g : ``(g1, g2)`` or array ``(n_traces, 2)``
+        AR(2) coefficients; for rise/decay time constants see :func:`ar2_from_tau`.
+    lam, s_min : float or array of one per trace
+        L1 penalty and minimum spike size.
+    backend : {"numba", "python"}, optional
+
+    Returns
+    -------
+    (c, s): denoised calcium and spike amplitudes, float64, shape of ``y``
+    (``s[..., :2]`` is 0: the first frames hold the initial condition); ``s`` is
+    exactly 0 between spikes.
+    """
+    y = np.asarray(y, np.float64)
+    lead, T = y.shape[:-1], y.shape[-1]
+    Y = np.ascontiguousarray(y.reshape(-1, T))
+    n = Y.shape[0]
+    if T == 0:
+        raise TransformError("oasis_ar2: traces are empty")
+    if np.isnan(Y).any():
+        raise TransformError("oasis_ar2: traces contain NaN; fill or drop them first")
+    G = _per_trace_pair(g, n)
+    _check_ar2(G, "oasis_ar2")
+    C = np.empty_like(Y)
+    S = np.empty_like(Y)
+    use_nb = (backend or ("numba" if _USE_NUMBA else "python")) == "numba" and _oasis2_batch_nb is not None
+    (_oasis2_batch_nb if use_nb else _oasis2_batch)(Y, G, _per_trace(lam, n, "lam"),
+                                                     _per_trace(s_min, n, "s_min"), C, S)
+    S[:, :2] = 0.0
+    return C.reshape(*lead, T), S.reshape(*lead, T)
+
+
+def _ar_order(g, tau, p) -> int:
+    if p is not None:
+        if p not in (1, 2):
+            raise TransformError(f"deconvolve: p must be 1 or 2, got {p!r}")
+        return int(p)
+    if isinstance(g, (tuple, list)) and len(g) == 2 and all(np.ndim(v) == 0 for v in g):
+        return 2
+    if g is not None and np.ndim(g) == 2:
+        return 2
+    if g is None and isinstance(tau, (tuple, list)):
+        return 2
+    return 1
+
+
+def deconvolve(traces: np.ndarray, fs: float | None = None, tau=None, g=None,
                sn=None, baseline="auto", lam=0.0, s_min=None, s_min_sn: float = 0.0,
-               refine_baseline: bool = True, backend: str | None = None) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Infer spikes of every trace with OASIS AR(1), estimating what is not given.
+               refine_baseline: bool = True, backend: str | None = None,
+               p: int | None = None) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Infer spikes of every trace with OASIS AR(1) or AR(2), estimating what is not given.
 
     Parameters
     ----------
     traces : array ``(roi, time)``
         Fluorescence or dF/F (the baseline need not be zero).
-    fs, tau : float, optional
-        Sampling rate (Hz) and indicator decay time (s); ``g = exp(-1/(tau fs))``.
-        Without them ``g`` is estimated per trace from the autocovariance.
-    g : float or array, optional
-        AR(1) coefficient(s), overriding ``tau``.
+    fs : float, optional
+        Sampling rate (Hz), needed with ``tau``.
+    tau : float or ``(tau_decay, tau_rise)``, optional
+        Indicator time constant(s) in s: AR(1) ``g = exp(-1/(tau fs))``; a pair
+        gives the AR(2) kernel with roots ``exp(-1/(tau_decay fs))`` and
+        ``exp(-1/(tau_rise fs))``. Without ``tau`` or ``g`` the coefficients are
+        estimated per trace from the autocovariance.
+    g : float, array, ``(g1, g2)`` or array ``(roi, 2)``, optional
+        AR coefficient(s), overriding ``tau``. A tuple ``(g1, g2)`` or a
+        ``(roi, 2)`` array selects AR(2); a 1-d array is one AR(1) ``g`` per
+        trace (pass ``p`` to disambiguate).
+    p : {1, 2}, optional
+        AR order; by default inferred from ``g`` / ``tau`` (1 when neither is given).
     sn : float or array, optional
         Noise level(s); estimated from the power spectrum when absent.
     baseline : "auto", float or array
@@ -323,12 +576,13 @@ def deconvolve(traces: np.ndarray, fs: float | None = None, tau: float | None = 
     Returns
     -------
     (spikes float32, calcium float32, info) where ``info`` holds the
-    per-trace ``g``, ``sn``, ``baseline`` and ``s_min`` used.
+    per-trace ``g`` (``(roi, 2)`` for AR(2)), ``sn``, ``baseline`` and ``s_min`` used.
     """
     y = np.asarray(traces, np.float64)
     squeeze = y.ndim == 1
     Y = y.reshape(-1, y.shape[-1])
     n = Y.shape[0]
+    order = _ar_order(g, tau, p)
     sn_v = noise_level(Y) if sn is None else _per_trace(sn, n, "sn")
     if isinstance(baseline, str):
         if baseline != "auto":
@@ -337,22 +591,36 @@ def deconvolve(traces: np.ndarray, fs: float | None = None, tau: float | None = 
     else:
         b = _per_trace(baseline, n, "baseline")
     Yb = Y - b[:, None]
-    if g is not None:
-        g_v = _per_trace(g, n, "g")
-    elif tau is not None and fs:
-        g_v = np.full(n, math.exp(-1.0 / (tau * fs)))
+    if order == 1:
+        if g is not None:
+            g_v = _per_trace(g, n, "g")
+        elif tau is not None and fs:
+            if np.ndim(tau) != 0:
+                raise TransformError("deconvolve: p=1 takes one tau (a (decay, rise) pair is AR(2))")
+            g_v = np.full(n, math.exp(-1.0 / (tau * fs)))
+        else:
+            g_v = ar1_coefficient(Yb)
+        g_v = np.clip(g_v, 1e-3, 0.9999)
+        solve = oasis_ar1
     else:
-        g_v = ar1_coefficient(Yb)
-    g_v = np.clip(g_v, 1e-3, 0.9999)
+        if g is not None:
+            g_v = _per_trace_pair(g, n)
+        elif tau is not None and fs:
+            if np.ndim(tau) != 1 or len(tau) != 2:
+                raise TransformError("deconvolve: AR(2) needs tau=(tau_decay, tau_rise)")
+            g_v = _per_trace_pair(ar2_from_tau(float(tau[0]), float(tau[1]), fs), n)
+        else:
+            g_v = ar2_coefficients(Yb, sn_v)
+        solve = oasis_ar2
     smin_v = (s_min_sn * sn_v) if s_min is None else _per_trace(s_min, n, "s_min")
-    C, S = oasis_ar1(Yb, g_v, lam, smin_v, backend=backend)
+    C, S = solve(Yb, g_v, lam, smin_v, backend=backend)
     if refine_baseline and isinstance(baseline, str):
         # the least-squares baseline given the fitted calcium, then one more solve
         b = b + (Yb - C).mean(axis=-1)
         Yb = Y - b[:, None]
-        C, S = oasis_ar1(Yb, g_v, lam, smin_v, backend=backend)
+        C, S = solve(Yb, g_v, lam, smin_v, backend=backend)
     shape = y.shape
-    info = {"method": "OASIS AR(1)", "g": g_v, "sn": sn_v, "baseline": b, "s_min": smin_v,
+    info = {"method": f"OASIS AR({order})", "g": g_v, "sn": sn_v, "baseline": b, "s_min": smin_v,
             "lam": float(lam)}
     S = S.astype(np.float32).reshape(shape)
     C = C.astype(np.float32).reshape(shape)

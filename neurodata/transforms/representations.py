@@ -257,7 +257,7 @@ class ToTimeSurface(Representation):
         t_first[counts > 0] = batch.t[batch.offsets[:-1][counts > 0]]
         ref = (rank + 1) * float(self.dt) + t_first[sample]
         ends = np.maximum.accumulate(win.ends) if total else win.ends
-        out = np.zeros(total * P * H * W, np.float32)
+        out = K.frames_buffer(total * P * H * W, np.float32)  # every frame is written
         K.time_surface(batch.x, batch.y, batch.t, batch.p, batch.offsets, sample,
                        ends.astype(np.int64), ref.astype(np.float64), self.tau, out, W, H, P)
         return _split_frames(out, win.n_frames, (P, H, W), fixed=False)
