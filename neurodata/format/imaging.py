@@ -111,6 +111,8 @@ class ImagingStoreWriter:
         self.movie = None
         self._movie_dims: tuple[str, ...] = ()
         self._n_time = None
+        self._enc = self._pool = None  # movie chunk encoder and its threads (write_frames)
+        self._enc_checked = False
 
     # ---- movie -----------------------------------------------------------------------------
     def create_movie(self, shape: Sequence[int], dtype, dims: Sequence[str] = ("frame", "y", "x"),
@@ -180,9 +182,9 @@ class ImagingStoreWriter:
 
     def _chunk_encoder(self):
         """A numcodecs Blosc matching the movie's codecs, or None when zarr must write."""
-        if getattr(self, "_enc", False) is not False:
+        if self._enc_checked:
             return self._enc
-        self._enc = None
+        self._enc_checked = True
         try:
             import sys
 
@@ -208,7 +210,7 @@ class ImagingStoreWriter:
         return self._enc
 
     def _encode_pool(self):
-        if getattr(self, "_pool", None) is None:
+        if self._pool is None:
             from concurrent.futures import ThreadPoolExecutor
 
             self._pool = ThreadPoolExecutor(max(1, min(4, os.cpu_count() or 1)))
@@ -317,7 +319,7 @@ class ImagingStoreWriter:
 
     def close(self, provenance: dict | None = None) -> None:
         """Write provenance and consolidate metadata."""
-        if getattr(self, "_pool", None) is not None:
+        if self._pool is not None:
             self._pool.shutdown()
             self._pool = None
         if provenance is not None:

@@ -30,7 +30,8 @@ _USE_NUMBA = _numba is not None and os.environ.get("NEURODATA_NO_NUMBA", "") in 
 __all__ = [
     "neuropil_subtract", "rolling_baseline", "dff", "noise_level", "ar1_coefficient",
     "oasis_ar1", "ar2_coefficients", "ar2_from_tau", "oasis_ar2", "deconvolve", "resample",
-    "resample_to_times", "align_neurons", "downsample_movie", "crop_movie", "threshold_spikes", "poisson_spikes",
+    "resample_to_times", "align_neurons", "downsample_movie", "crop_movie", "threshold_spikes",
+    "poisson_spikes",
 ]
 
 
@@ -526,11 +527,11 @@ def _ar_order(g, tau, p) -> int:
         if p not in (1, 2):
             raise TransformError(f"deconvolve: p must be 1 or 2, got {p!r}")
         return int(p)
-    if isinstance(g, (tuple, list)) and len(g) == 2 and all(np.ndim(v) == 0 for v in g):
+    if isinstance(g, tuple) and len(g) == 2 and all(np.ndim(v) == 0 for v in g):
         return 2
     if g is not None and np.ndim(g) == 2:
         return 2
-    if g is None and isinstance(tau, (tuple, list)):
+    if g is None and isinstance(tau, (tuple, list)) and len(tau) == 2:
         return 2
     return 1
 
@@ -554,7 +555,7 @@ def deconvolve(traces: np.ndarray, fs: float | None = None, tau=None, g=None,
         estimated per trace from the autocovariance.
     g : float, array, ``(g1, g2)`` or array ``(roi, 2)``, optional
         AR coefficient(s), overriding ``tau``. A tuple ``(g1, g2)`` or a
-        ``(roi, 2)`` array selects AR(2); a 1-d array is one AR(1) ``g`` per
+        ``(roi, 2)`` array selects AR(2); a list or 1-d array is one AR(1) ``g`` per
         trace (pass ``p`` to disambiguate).
     p : {1, 2}, optional
         AR order; by default inferred from ``g`` / ``tau`` (1 when neither is given).
