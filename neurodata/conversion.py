@@ -41,7 +41,9 @@ def convert(
     ----------
     src : path-like
         A file, or a folder of event files (one sample per file), or a folder
-        format (suite2p output, BIDS dataset).
+        format (suite2p output, BIDS dataset), or a connectome query URL
+        (``neuprint://HOST/DATASET``, ``cave://HOST/DATASTACK/TABLE``; ``+http``
+        after the scheme name for plain http).
     out : path-like
         The store folder to create (``.zarr`` by convention).
     format : str, optional
@@ -67,6 +69,11 @@ def convert(
     -------
     Path of the finished store.
     """
+    from neurodata.loaders import _connectome_http
+
+    if _connectome_http.is_query_url(src):  # neuprint://HOST/DATASET, cave://HOST/STACK/TABLE
+        return _connectome_http.convert_query_url(src, out, overwrite=overwrite, attrs=attrs,
+                                                  **kwargs)
     src = Path(src)
     if not src.exists():
         raise FormatError("no such file or folder", src)

@@ -208,3 +208,112 @@ def test_pickled_dataset_keeps_its_version(versions, tmp_path):
     stale = pickle.loads(blob)  # unpickled after the replacement: pinned to the old version
     with pytest.raises(StoreReplacedError):
         stale.columns(0)
+
+
+# ------------------------------------------------ timeseries, imaging and connectome stores
+# Each modality: two versions converted from different sources (real files in
+# ../shared/data, or files derived from them in a temporary folder), told apart
+# by their fingerprint (samples, frames, edges). Readers in other processes
+# check every piece they read against the manifest of the version they opened
+# (tests/support/store_readers.py) while a writer process alternates the two.
+
+MODALITY_SECONDS = 4.0
+MODALITY_READERS = 2
+
+
+def _suite2p_second_half(real, out: Path) -> Path:
+    """A suite2p plane with the last 9000 of the real 18000 frames (every value differs)."""
+    plane = out / "plane0"
+    plane.mkdir(parents=True)
+    for name in ("F", "Fneu", "spks"):
+        a = np.load(real(f"calcium/suite2p/plane0/{name}.npy"))
+        np.save(plane / f"{name}.npy", np.ascontiguousarray(a[:, 9000:]))
+    for name in ("iscell", "stat"):  # copied byte for byte (stat.npy is never unpickled here)
+        (plane / f"{name}.npy").write_bytes(real(f"calcium/suite2p/plane0/{name}.npy").read_bytes())
+    return out
+
+
+def _edgelist_reversed_head(real, out: Path) -> Path:
+    """The first 3000 rows of the real edge list, in reverse order."""
+    lines = real("connectome/herm_full_edgelist.csv").read_text().splitlines()
+    out.write_text("\n".join([lines[0]] + lines[1:3001][::-1]) + "\n")
+    return out
+
+
+@pytest.fixture(scope="module")
+def modality_versions(real, tmp_path_factory):
+    from support import store_readers
+
+    root = tmp_path_factory.mktemp("modalities")
+    sources = {
+        "timeseries": [(str(real("eeg/test.edf")), {}), (str(real("eeg/test.bdf")), {})],
+        "imaging": [(str(real("calcium/suite2p")), {"fs": 30.0}),
+                    (str(_suite2p_second_half(real, root / "s2p_b")), {"fs": 30.0})],
+        "connectome": [(str(real("connectome/herm_full_edgelist.csv")), {}),
+                       (str(_edgelist_reversed_head(real, root / "edges_b.csv")), {})],
+    }
+    out = {}
+    for modality, srcs in sources.items():
+        man = {}
+        for k, (src, kw) in enumerate(srcs):
+            ref = neurodata.convert(src, root / f"{modality}_ref{k}.zarr", **kw)
+            man.update(store_readers.manifest(modality, neurodata.open(str(ref))))
+        assert len(man) == 2  # the versions have different fingerprints
+        (root / f"{modality}_sources.json").write_text(json.dumps(srcs))
+        (root / f"{modality}_manifests.json").write_text(json.dumps(man))
+        out[modality] = {"sources": srcs, "manifests": man,
+                         "sources_json": root / f"{modality}_sources.json",
+                         "manifests_json": root / f"{modality}_manifests.json"}
+    return out
+
+
+@pytest.mark.parametrize("modality", ["timeseries", "imaging", "connectome"])
+def test_readers_of_each_modality_see_one_version(modality, modality_versions, tmp_path):
+    from support import store_readers
+
+    v = modality_versions[modality]
+    store = tmp_path / "live.zarr"
+    src, kw = v["sources"][0]
+    neurodata.convert(src, store, **kw)
+    script = Path(store_readers.__file__)
+    common = [sys.executable, str(script)]
+    writer = subprocess.Popen(common + ["writer", modality, str(store), str(MODALITY_SECONDS),
+                                        str(v["sources_json"])], stdout=subprocess.PIPE, text=True)
+    readers = [subprocess.Popen(common + ["reader", modality, str(store), str(MODALITY_SECONDS),
+                                          str(v["manifests_json"])], stdout=subprocess.PIPE,
+                                text=True) for _ in range(MODALITY_READERS)]
+    w_out, _ = writer.communicate(timeout=120)
+    results = [json.loads(r.communicate(timeout=120)[0]) for r in readers]
+    assert writer.returncode == 0
+    assert json.loads(w_out)["swaps"] >= 2
+    for res in results:
+        assert res["mixed"] == [], res["mixed"][:5]
+        assert res["other_error"] == [], res["other_error"][:5]
+    assert sum(r["complete"] for r in results) >= 2, results
+    final = store_readers.manifest(modality, neurodata.open(str(store)))
+    assert final.items() <= v["manifests"].items()
+
+
+@pytest.mark.parametrize("modality", ["timeseries", "imaging", "connectome"])
+def test_open_dataset_of_each_modality_refuses_after_replacement(modality, modality_versions,
+                                                                 tmp_path):
+    import pickle
+
+    from support import store_readers
+
+    (src_a, kw_a), (src_b, kw_b) = modality_versions[modality]["sources"]
+    store = tmp_path / "s.zarr"
+    neurodata.convert(src_a, store, **kw_a)
+    ds = neurodata.open(str(store))
+    blob = pickle.dumps(ds)
+    fresh = pickle.loads(blob)  # unpickled before a replacement: reads the same version
+    assert store_readers.manifest(modality, fresh) == store_readers.manifest(modality, ds)
+    neurodata.convert(src_b, store, overwrite=True, **kw_b)
+    with pytest.raises(StoreReplacedError, match="reopen"):
+        dict(store_readers.pieces(modality, ds))
+    with pytest.raises(StoreReplacedError):
+        dict(store_readers.pieces(modality, pickle.loads(blob)))
+    again = neurodata.open(str(store))
+    assert store_readers.fingerprint(modality, again) != store_readers.fingerprint(modality, ds)
+    assert store_readers.manifest(modality, again).items() <= \
+        modality_versions[modality]["manifests"].items()

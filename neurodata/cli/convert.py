@@ -8,7 +8,8 @@ def add_parser(sub):
     p = sub.add_parser("convert", help="convert a file, folder or registered dataset into a store",
                        description="Convert SRC (a file, a folder of files, or a dataset name "
                                    "from `neurodata list`) into the zarr store OUT.")
-    p.add_argument("src", help="file, folder, or dataset name")
+    p.add_argument("src", help="file, folder, dataset name, or a query URL "
+                   "(neuprint://HOST/DATASET, cave://HOST/DATASTACK/TABLE)")
     p.add_argument("out", help="output store folder (e.g. data.zarr)")
     p.add_argument("--format", help="force a source format (see `neurodata list --formats`)")
     p.add_argument("--labels-from-folders", action="store_true",
@@ -38,7 +39,7 @@ def run(args) -> int:
     if args.deidentify:
         kw["deidentify"] = True
     src = args.src
-    if not Path(src).exists():
+    if not Path(src).exists() and "://" not in src:
         try:
             from neurodata.cards import convert_dataset  # registered dataset name
         except ImportError:

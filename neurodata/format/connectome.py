@@ -233,13 +233,23 @@ class ConnectomeDataset:
     dict of column arrays. The neuron table is ``ds.neurons``. Graph exports
     (:meth:`to_scipy`, :meth:`to_networkx`, :meth:`to_torch`...) load the
     edge table into a :class:`neurodata.connectome.Connectome`.
+
+    A local store is pinned to the version current at open: reads return that
+    version or raise :class:`~neurodata.errors.StoreReplacedError` after a
+    re-conversion, never a mix (see neurodata/format/snapshot.py).
     """
 
     def __init__(self, path, storage_options: dict | None = None):
-        import zarr
+        from neurodata.format.snapshot import open_pinned
 
         self.path = path
         self.storage_options = storage_options
+        self._snap = open_pinned(path, lambda: self._open(storage_options))
+
+    def _open(self, storage_options) -> None:
+        import zarr
+
+        path = self.path
         try:
             self.root = zarr.open_group(path if isinstance(path, str) else os.fspath(path),
                                         mode="r", **({"storage_options": storage_options}
@@ -257,6 +267,12 @@ class ConnectomeDataset:
         self.neuron_names = [k for k in members
                              if self.root[k].metadata.dimension_names == ("neuron",)]
         self._neurons = None
+
+    def _read(self, read):
+        """``read()`` of the pinned version (StoreReplacedError after a replacement)."""
+        from neurodata.format.snapshot import checked_read
+
+        return checked_read(self._snap, read)
 
     # -- sizes
     def __len__(self) -> int:
@@ -279,7 +295,8 @@ class ConnectomeDataset:
     def neurons(self) -> dict[str, np.ndarray]:
         """The neuron table as a dict of numpy columns (read once, cached)."""
         if self._neurons is None:
-            self._neurons = {k: _plain(self.root[k][...]) for k in sorted(self.neuron_names)}
+            self._neurons = self._read(
+                lambda: {k: _plain(self.root[k][...]) for k in sorted(self.neuron_names)})
         return self._neurons
 
     def neuron_frame(self):
@@ -293,7 +310,7 @@ class ConnectomeDataset:
               decode: bool = False) -> dict[str, np.ndarray]:
         """Edge columns ``[start:stop]``; ``decode`` turns category codes into labels."""
         cols = columns or self.edge_names
-        out = {k: np.asarray(self.root[k][start:stop]) for k in cols}
+        out = self._read(lambda: {k: np.asarray(self.root[k][start:stop]) for k in cols})
         if decode:
             for k in list(out):
                 cats = self.categories(k)

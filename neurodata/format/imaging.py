@@ -335,12 +335,22 @@ class ImagingDataset:
     number of movie frames. ``ds[i]`` is then ROI ``i``'s primary trace
     (``dff`` if present, else ``F``; a 1-D float32 array over time) or movie
     frame ``i``; slices and integer arrays return stacked rows/frames.
+
+    A local store is pinned to the version current at open: reads return that
+    version or raise :class:`~neurodata.errors.StoreReplacedError` after a
+    re-conversion, never a mix (see neurodata/format/snapshot.py).
     """
 
     def __init__(self, path, storage_options: dict | None = None):
-        import zarr
+        from neurodata.format.snapshot import open_pinned
 
         self.path = path
+        self._snap = open_pinned(path, lambda: self._open(storage_options))
+
+    def _open(self, storage_options) -> None:
+        import zarr
+
+        path = self.path
         kw = {"storage_options": storage_options} if storage_options else {}
         # a path, URL, or any zarr store object (e.g. a caching or logging store)
         where = os.fspath(path) if isinstance(path, os.PathLike) else path
@@ -353,6 +363,12 @@ class ImagingDataset:
         if modality != MODALITY:
             raise SchemaError(f"store holds {modality}, not imaging", path)
         self._names = set(self.root.array_keys())
+
+    def _read(self, read):
+        """``read()`` of the pinned version (StoreReplacedError after a replacement)."""
+        from neurodata.format.snapshot import checked_read
+
+        return checked_read(self._snap, read)
 
     # -- contents
     def __contains__(self, name: str) -> bool:
@@ -415,13 +431,13 @@ class ImagingDataset:
             j = int(i) + (n if i < 0 else 0)
             if not 0 <= j < n:
                 raise IndexError(f"index {i} out of range for {n}")
-            return np.asarray(arr[j])
+            return self._read(lambda: np.asarray(arr[j]))
         if isinstance(i, slice):
-            return np.asarray(arr[i])
+            return self._read(lambda: np.asarray(arr[i]))
         idx = np.asarray(i)
         if idx.dtype == bool:
             idx = np.nonzero(idx)[0]
-        return np.asarray(arr.get_orthogonal_selection((idx,)))
+        return self._read(lambda: np.asarray(arr.get_orthogonal_selection((idx,))))
 
     def __iter__(self):
         for i in range(len(self)):
@@ -439,36 +455,44 @@ class ImagingDataset:
         sel_r = slice(None) if rois is None else rois
         sl_t = slice(start, stop)
         if isinstance(sel_r, slice):
-            return np.asarray(arr[sel_r, sl_t])
-        return np.asarray(arr.get_orthogonal_selection((np.asarray(sel_r), sl_t)))
+            return self._read(lambda: np.asarray(arr[sel_r, sl_t]))
+        return self._read(lambda: np.asarray(arr.get_orthogonal_selection((np.asarray(sel_r), sl_t))))
 
     def frames(self, start: int, stop: int) -> np.ndarray:
         """Movie frames ``start:stop`` (reads only the chunks they overlap)."""
-        return np.asarray(self.array("movie")[start:stop])
+        arr = self.array("movie")
+        return self._read(lambda: np.asarray(arr[start:stop]))
 
     def time(self) -> np.ndarray:
         """Sample times (seconds) of the traces."""
         if "time" in self._names:
-            return np.asarray(self.root["time"][:])
+            return self._read(lambda: np.asarray(self.root["time"][:]))
         return np.arange(self.n_frames) / float(self.fs or 1.0)
 
     @property
     def iscell(self) -> np.ndarray | None:
-        return np.asarray(self.root["iscell"][:]) if "iscell" in self._names else None
+        if "iscell" not in self._names:
+            return None
+        return self._read(lambda: np.asarray(self.root["iscell"][:]))
 
     @property
     def roi_names(self) -> np.ndarray | None:
         """Neuron/ROI names when the source has them (e.g. NWB ``ID_labels``), else None."""
         if "roi_name" not in self._names:
             return None
-        return np.array([str(v) for v in np.asarray(self.root["roi_name"][:]).tolist()], dtype=str)
+        names = self._read(lambda: np.asarray(self.root["roi_name"][:]))
+        return np.array([str(v) for v in names.tolist()], dtype=str)
 
     def roi_mask(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(y, x, weight)`` pixels of ROI ``i``."""
-        s = int(self.root["mask_start"][i])
-        c = int(self.root["mask_count"][i])
-        return (np.asarray(self.root["mask_y"][s:s + c]), np.asarray(self.root["mask_x"][s:s + c]),
-                np.asarray(self.root["mask_weight"][s:s + c]))
+        def read():
+            s = int(self.root["mask_start"][i])
+            c = int(self.root["mask_count"][i])
+            return (np.asarray(self.root["mask_y"][s:s + c]),
+                    np.asarray(self.root["mask_x"][s:s + c]),
+                    np.asarray(self.root["mask_weight"][s:s + c]))
+
+        return self._read(read)
 
     def roi_image(self, i: int, shape: Sequence[int] | None = None) -> np.ndarray:
         """Dense ``(y, x)`` weight image of ROI ``i``."""
@@ -479,7 +503,9 @@ class ImagingDataset:
         return img
 
     def mean_image(self) -> np.ndarray | None:
-        return np.asarray(self.root["mean_image"][...]) if "mean_image" in self._names else None
+        if "mean_image" not in self._names:
+            return None
+        return self._read(lambda: np.asarray(self.root["mean_image"][...]))
 
     def to_xarray(self):
         """The store as an ``xarray.DataTree`` (lazy, dask-backed)."""

@@ -41,8 +41,10 @@ def summarize_events(ds) -> dict:
         durations[nonempty] = lasts - firsts
     p_on = 0
     if r.n_events:
-        # polarity balance from the p column (1 byte/event, cheap)
-        p_on = int(np.count_nonzero(np.asarray(r.cols["p"][:])))
+        # polarity balance from the p column (1 byte/event), a shard at a time: bounded memory
+        step = int(r.cols["p"].shards[0]) if r.cols["p"].shards else 1 << 22
+        for a in range(0, r.n_events, step):
+            p_on += int(np.count_nonzero(np.asarray(r.cols["p"][a:a + step])))
     nbytes = store_bytes(ds.path)
     ebytes = event_column_bytes(ds.path)
     labels, label_counts = np.unique(r.label, return_counts=True)

@@ -48,6 +48,12 @@ class StoreSnapshot:
         """``(device, inode)`` of the pinned folder, or None."""
         return self._id
 
+    @property
+    def dir_fd(self):
+        """Open descriptor of the pinned folder (None if none): files opened relative to it
+        belong to the pinned version even after the path was swapped to another."""
+        return self._fd
+
     def current(self):
         """``(device, inode)`` the path names now, or None if it names nothing."""
         try:
@@ -98,3 +104,52 @@ class StoreSnapshot:
 def is_local(path) -> bool:
     """Whether ``path`` is a local folder path rather than an fsspec URL."""
     return "://" not in os.fspath(path)
+
+
+def open_pinned(path, open_store, attempts: int = 20):
+    """Run ``open_store()`` and return the :class:`StoreSnapshot` it is pinned to.
+
+    ``open_store`` reads the store at ``path`` (metadata, small tables). If a
+    replacement overlapped it -- the path names another folder afterwards, or
+    the open failed because the folder moved -- it is run again on the new
+    version. Returns None for remote URLs and store objects (not pinned).
+
+    Raises
+    ------
+    StoreReplacedError
+        When the store kept being replaced over ``attempts`` opens.
+    """
+    local = isinstance(path, (str, os.PathLike)) and is_local(path)
+    for _ in range(attempts):
+        snap = StoreSnapshot(path) if local else None
+        if snap is not None and snap.identity is None:
+            snap = None  # nothing there: the open reports it
+        try:
+            open_store()
+        except Exception:
+            if snap is None or not snap.changed():
+                raise
+            snap.close()
+            continue  # swapped under the open: open the new version
+        if snap is None or not snap.changed():
+            return snap
+        snap.close()
+    raise StoreReplacedError("the store kept being replaced while opening", os.fspath(path))
+
+
+def checked_read(snap, read):
+    """``read()``, valid only if the pinned store was not replaced meanwhile.
+
+    A read that fails because the store was swapped (chunk files gone,
+    metadata of another version) raises :class:`StoreReplacedError` instead.
+    ``snap`` None (remote store) just reads.
+    """
+    try:
+        out = read()
+    except Exception:
+        if snap is not None:
+            snap.check()
+        raise
+    if snap is not None:
+        snap.check()
+    return out

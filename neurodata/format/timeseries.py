@@ -30,6 +30,7 @@ import zarr
 
 from neurodata.errors import NeurodataError, SchemaError
 from neurodata.format.schema import SCHEMA_ATTR, parse_schema
+from neurodata.format.snapshot import checked_read, open_pinned
 from neurodata.format.store import _jsonable, codec, create_array, finalize_store, open_new_group
 
 #: target bytes of one decoded chunk (all channels x time_chunk samples, float32): small
@@ -375,11 +376,15 @@ class Recording:
     """One recording of a time-series store, read lazily.
 
     ``read(start, stop)`` decodes only the chunks overlapping ``[start, stop)``.
+    Reads of a local store are pinned to the version its dataset opened
+    (``snap``, see neurodata/format/snapshot.py): they raise
+    :class:`~neurodata.errors.StoreReplacedError` once the store was replaced.
     """
 
-    def __init__(self, group: zarr.Group, path: str):
+    def __init__(self, group: zarr.Group, path: str, snap=None):
         self.group = group
         self.path = path
+        self._snap = snap
         self.attrs = dict(group.attrs)
         try:
             self.data = group["data"]
@@ -428,11 +433,15 @@ class Recording:
     @property
     def positions(self) -> np.ndarray | None:
         """``(channel, 3)`` contact positions in metres, or None."""
-        return np.asarray(self.group["position"][:]) if "position" in self.group else None
+        if "position" not in self.group:
+            return None
+        return checked_read(self._snap, lambda: np.asarray(self.group["position"][:]))
 
     @property
     def regions(self) -> list[str] | None:
-        return [str(v) for v in self.group["region"][:]] if "region" in self.group else None
+        if "region" not in self.group:
+            return None
+        return checked_read(self._snap, lambda: [str(v) for v in self.group["region"][:]])
 
     def read(self, start: int = 0, stop: int | None = None, channels=None) -> np.ndarray:
         """Samples ``[start, stop)`` as float32 ``(channel, time)``; ``channels`` indexes rows.
@@ -443,9 +452,9 @@ class Recording:
         start = max(0, int(start))
         stop = max(start, stop)
         if self._direct is not None:
-            block = self._direct.read(start, stop)
+            block = checked_read(self._snap, lambda: self._direct.read(start, stop))
         else:
-            block = np.asarray(self.data[:, start:stop])
+            block = checked_read(self._snap, lambda: np.asarray(self.data[:, start:stop]))
         if channels is None:
             return block
         ch = np.asarray(channels)
@@ -457,22 +466,22 @@ class Recording:
         """``{"onset", "duration", "description"}`` arrays (seconds, text)."""
         if self._annotations is None:
             g = self.group
-            self._annotations = {
+            self._annotations = checked_read(self._snap, lambda: {
                 "onset": np.asarray(g["annotation_onset"][:], np.float64),
                 "duration": np.asarray(g["annotation_duration"][:], np.float64),
                 "description": np.asarray(g["annotation_description"][:], dtype=object),
-            }
+            })
         return self._annotations
 
     def events(self) -> dict:
         """``{"sample", "code", "label"}`` arrays (sample index, int code, text)."""
         if self._events is None:
             g = self.group
-            self._events = {
+            self._events = checked_read(self._snap, lambda: {
                 "sample": np.asarray(g["event_sample"][:], np.int64),
                 "code": np.asarray(g["event_code"][:], np.int64),
                 "label": np.asarray(g["event_label"][:], dtype=object),
-            }
+            })
         return self._events
 
     def picks(self, types=None, names=None, regions=None) -> np.ndarray:
@@ -512,11 +521,18 @@ class TimeseriesDataset:
     """A time-series store: ``len(ds)`` recordings, ``ds[i]`` (or ``ds["name"]``) a :class:`Recording`.
 
     Windows for training come from :meth:`windows` (fixed-length or
-    event-locked), which reads only the chunks each window needs.
+    event-locked), which reads only the chunks each window needs. A local
+    store is pinned to the version current at open: reads return that version
+    or raise :class:`~neurodata.errors.StoreReplacedError` after a
+    re-conversion, never a mix (see neurodata/format/snapshot.py).
     """
 
     def __init__(self, path, storage_options: dict | None = None):
         self.path = path if isinstance(path, str) else os.fspath(path)
+        self._storage_options = storage_options
+        self._snap = open_pinned(self.path, lambda: self._open(storage_options))
+
+    def _open(self, storage_options) -> None:
         try:
             kw = {"storage_options": storage_options} if storage_options else {}
             self.root = zarr.open_group(self.path, mode="r", **kw)
@@ -533,13 +549,16 @@ class TimeseriesDataset:
             names = sorted(k for k, _ in self.root.groups())
         self.names = [str(n) for n in names]
         self._cache: dict[str, Recording] = {}
-        self._storage_options = storage_options
 
+    # pickles as path + the pinned version: unpickled after a replacement, reads refuse
     def __getstate__(self):
-        return {"path": self.path, "storage_options": self._storage_options}
+        return {"path": self.path, "storage_options": self._storage_options, "snap": self._snap}
 
     def __setstate__(self, state):
         self.__init__(state["path"], state["storage_options"])
+        old = state.get("snap")
+        if old is not None and old.changed():
+            self._snap = old  # replaced since pickling: every read raises StoreReplacedError
 
     def __len__(self) -> int:
         return len(self.names)
@@ -553,10 +572,10 @@ class TimeseriesDataset:
             name = self.names[int(key)]
         if name not in self._cache:
             try:
-                g = self.root[name]
+                g = checked_read(self._snap, lambda: self.root[name])
             except KeyError:
                 raise SchemaError(f"recording group {name!r} is missing", self.path) from None
-            self._cache[name] = Recording(g, self.path)
+            self._cache[name] = checked_read(self._snap, lambda: Recording(g, self.path, self._snap))
         return self._cache[name]
 
     def __iter__(self):

@@ -71,9 +71,35 @@ def convert(src, out, attrs: dict | None = None, fs: float | None = None,
     from), ``denoised`` is ``C``, ``spks`` is ``S``, ``dff`` is ``F_dff``;
     ``iscell`` marks ``idx_components`` when CaImAn's evaluation ran.
     """
+    src = Path(src)
+    try:
+        traces, K, rate, decay, dims, iscell, prob, roi, y, x, data, n = _read_results(src, fs)
+    except NeurodataError:
+        raise
+    except (OSError, RuntimeError, KeyError, ValueError, TypeError, IndexError,
+            AttributeError, OverflowError) as e:  # h5py/libhdf5 on damaged files
+        raise CorruptFileError(f"unreadable CaImAn HDF5 ({type(e).__name__}: {e})", src) from None
+    root_attrs = {"source_format": f"caiman_hdf5/{VERSION}", "n_planes": 1, "indicator": indicator,
+                  "fs_source": "user" if fs is not None else "caiman params",
+                  "caiman": {"decay_time_s": None if decay is None else float(decay),
+                             "dims": list(dims)}}
+    root_attrs.update(attrs or {})
+    w = ImagingStoreWriter(out, rate, root_attrs)
+    tattrs = {"F": {"description": "CaImAn C + YrA (denoised trace plus residual)"},
+              "denoised": {"description": "CaImAn C (CNMF denoised trace)"},
+              "spks": {"description": "CaImAn S (deconvolved activity)", "method": "CaImAn OASIS",
+                       "tau_s": None if decay is None else float(decay)},
+              "dff": {"description": "CaImAn F_dff (detrend_df_f)", "method": "caiman detrend_df_f"}}
+    w.write_traces({k: v for k, v in traces.items() if v is not None}, trace_attrs=tattrs)
+    w.write_roi_table(K, iscell=iscell, cell_probability=prob)
+    w.write_masks(roi, y, x, data[:n], K, frame_shape=dims[:2])
+    w.close(provenance([src], loader=f"caiman_hdf5/{VERSION}"))
+
+
+def _read_results(src: Path, fs):
+    """Traces, rate, footprints and labels of a results file (h5py errors escape)."""
     import h5py
 
-    src = Path(src)
     with h5py.File(src, "r") as f:
         est = f.get("estimates")
         if not isinstance(est, h5py.Group):
@@ -132,18 +158,4 @@ def convert(src, out, attrs: dict | None = None, fs: float | None = None,
         roi = np.repeat(np.arange(K), np.diff(indptr))
         pix = indices[:n]
         y, x = pix % dims[0], pix // dims[0]
-    root_attrs = {"source_format": f"caiman_hdf5/{VERSION}", "n_planes": 1, "indicator": indicator,
-                  "fs_source": "user" if fs is not None else "caiman params",
-                  "caiman": {"decay_time_s": None if decay is None else float(decay),
-                             "dims": list(dims)}}
-    root_attrs.update(attrs or {})
-    w = ImagingStoreWriter(out, rate, root_attrs)
-    tattrs = {"F": {"description": "CaImAn C + YrA (denoised trace plus residual)"},
-              "denoised": {"description": "CaImAn C (CNMF denoised trace)"},
-              "spks": {"description": "CaImAn S (deconvolved activity)", "method": "CaImAn OASIS",
-                       "tau_s": None if decay is None else float(decay)},
-              "dff": {"description": "CaImAn F_dff (detrend_df_f)", "method": "caiman detrend_df_f"}}
-    w.write_traces({k: v for k, v in traces.items() if v is not None}, trace_attrs=tattrs)
-    w.write_roi_table(K, iscell=iscell, cell_probability=prob)
-    w.write_masks(roi, y, x, data[:n], K, frame_shape=dims[:2])
-    w.close(provenance([src], loader=f"caiman_hdf5/{VERSION}"))
+    return traces, K, rate, decay, dims, iscell, prob, roi, y, x, data, n

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from neurodata.errors import FormatError
+from neurodata.errors import CorruptFileError, FormatError, NeurodataError
 
 #: electrodes.tsv columns taken as the anatomical label, first found wins
 REGION_COLUMNS = ("region", "anatomical_label", "anatomy", "label", "location", "destrieux",
@@ -80,6 +80,23 @@ def recordings(root, datatype=None, subjects=None, tasks=None) -> list:
     return out
 
 
+def _read_recording(bp, fpath: Path, read_raw_bids):
+    """``(raw, electrodes, coordinate system)`` of one recording; damaged files name themselves."""
+    from neurodata.loaders.eeg_mne import edf_header, source_kind
+
+    if source_kind(fpath) in ("edf", "bdf"):
+        edf_header(fpath)  # sizes checked against the file before MNE allocates from them
+    try:
+        raw = read_raw_bids(bp, verbose="error")
+        elec, system = electrodes(bp)
+    except (NeurodataError, MemoryError):
+        raise
+    except Exception as e:  # mne-bids/MNE raise many types on damaged sidecars, TSVs and data
+        msg = f"cannot read BIDS recording {fpath.name} or its sidecars ({type(e).__name__}: {e})"
+        raise CorruptFileError(msg.splitlines()[0], fpath) from None
+    return raw, elec, system
+
+
 def convert_bids(src, out, attrs: dict | None = None, *, deidentify: bool = False,
                  pseudonym_salt: str = "", mixed_rate: str = "group", time_chunk=None,
                  datatype=None, subjects=None, tasks=None) -> None:
@@ -110,7 +127,12 @@ def convert_bids(src, out, attrs: dict | None = None, *, deidentify: bool = Fals
         raise FormatError("BIDS folder holds no EEG/iEEG recording", src)
     desc = {}
     if (src / "dataset_description.json").is_file():
-        desc = json.loads((src / "dataset_description.json").read_text())
+        try:
+            desc = json.loads((src / "dataset_description.json").read_text(encoding="utf-8"))
+        except ValueError as e:  # not UTF-8 or not JSON
+            raise CorruptFileError(f"unreadable dataset_description.json ({type(e).__name__}: "
+                                   f"{e})", src / "dataset_description.json") from None
+        desc = desc if isinstance(desc, dict) else {}
     root_attrs = {"dataset": desc.get("Name"), "licence": desc.get("License"),
                   "bids_version": desc.get("BIDSVersion")}
     root_attrs = {k: v for k, v in root_attrs.items() if v}
@@ -118,9 +140,8 @@ def convert_bids(src, out, attrs: dict | None = None, *, deidentify: bool = Fals
     w = TimeseriesStoreWriter(out, attrs=root_attrs)
     files, kinds = [], set()
     for bp in paths:
-        raw = read_raw_bids(bp, verbose="error")
         fpath = Path(bp.fpath)
-        elec, system = electrodes(bp)
+        raw, elec, system = _read_recording(bp, fpath, read_raw_bids)
         positions = regions = None
         if elec:
             positions = np.array([elec.get(n, ([np.nan] * 3, ""))[0] for n in raw.ch_names])

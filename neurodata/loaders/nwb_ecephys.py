@@ -380,7 +380,13 @@ def _open(src: Path):
                                      src) from None
         raise CorruptFileError(f"not a readable HDF5/NWB file ({msg})".splitlines()[0],
                                src) from None
-    if not is_nwb(h5):
+    try:
+        nwb_file = is_nwb(h5)
+    except (OSError, KeyError, RuntimeError) as e:  # damaged root object header
+        h5.close()
+        raise CorruptFileError(f"unreadable HDF5 root attributes ({e})".splitlines()[0],
+                               src) from None
+    if not nwb_file:
         h5.close()
         raise FormatError("HDF5 file is not NWB (no nwb_version attribute)", src)
     try:
@@ -508,7 +514,7 @@ def convert(src, out, attrs: dict | None = None, *, series: str | list | None = 
         w.close(prov)
     except NeurodataError:
         raise
-    except OSError as e:
+    except (OSError, KeyError, RuntimeError) as e:  # h5py/libhdf5 on damaged objects and data
         raise CorruptFileError(f"cannot convert NWB file ({e})".splitlines()[0], src) from None
     finally:
         io.close()

@@ -366,6 +366,11 @@ def _convert(src, out, attrs, fs, movie, spatial_order, block_bytes, digest) -> 
         else:  # streamed from a URL: not hashed (that would read the whole file)
             prov = provenance([], loader=f"nwb_ophys/{VERSION}", source_url=str(src))
         w.close(prov)
+    except NeurodataError:
+        raise
+    except (OSError, KeyError, RuntimeError) as e:  # h5py/libhdf5 on damaged objects and data
+        raise CorruptFileError(f"cannot read NWB data ({e.__class__.__name__}: {e})".splitlines()[0],
+                               src) from None
     finally:
         io.close()
         for c in closers:

@@ -303,10 +303,150 @@ def _derive_tiff(data_dir, work):
     return p
 
 
+def _real_traces(data_dir: Path, n_roi: int, n_frames: int) -> np.ndarray | None:
+    """``(roi, frame)`` float32 fluorescence from the real suite2p ``F.npy``, or None."""
+    src = data_dir / "calcium" / "suite2p" / "plane0" / "F.npy"
+    if not src.exists():
+        return None
+    return np.ascontiguousarray(np.load(src)[:n_roi, :n_frames], np.float32)
+
+
+def _nwb_file(description: str):
+    from datetime import datetime, timezone
+
+    from pynwb import NWBFile
+
+    return NWBFile(session_description=description, identifier=f"neurodata-fuzz-{description}",
+                   session_start_time=datetime(2024, 1, 1, tzinfo=timezone.utc))
+
+
+def _write_nwb(nwb, path: Path) -> Path:
+    from pynwb import NWBHDF5IO
+
+    # without the cached schema the file is a few dozen KiB, so mutations land in the data
+    # and object headers the loader reads rather than in schema text
+    with NWBHDF5IO(str(path), "w") as io:
+        io.write(nwb, cache_spec=False)
+    return path
+
+
+def _derive_nwb_ophys(data_dir, work):
+    """NWB 2.x: TwoPhotonSeries, PlaneSegmentation (pixel masks), Fluorescence of real traces."""
+    from pynwb.ophys import Fluorescence, ImageSegmentation, OpticalChannel, TwoPhotonSeries
+
+    F = _real_traces(data_dir, 4, 48)
+    if F is None:
+        return None
+    nwb = _nwb_file("ophys")
+    dev = nwb.create_device(name="scope")
+    oc = OpticalChannel(name="green", description="green", emission_lambda=520.0)
+    plane = nwb.create_imaging_plane(name="plane0", optical_channel=oc, imaging_rate=30.0,
+                                     description="plane", device=dev, excitation_lambda=920.0,
+                                     indicator="GCaMP6s", location="V1")
+    movie = np.clip(F[:, :, None] * np.linspace(0.5, 1.5, 10), 0, 65535)  # (roi, frame, y)
+    movie = movie.transpose(1, 0, 2).repeat(3, axis=1).astype(np.uint16)  # (frame, x=12, y=10)
+    nwb.add_acquisition(TwoPhotonSeries(name="TwoPhotonSeries", data=movie, imaging_plane=plane,
+                                        rate=30.0, unit="n.a."))
+    mod = nwb.create_processing_module(name="ophys", description="ophys")
+    seg = ImageSegmentation()
+    mod.add(seg)
+    ps = seg.create_plane_segmentation(name="PlaneSegmentation", description="rois",
+                                       imaging_plane=plane)
+    for i in range(F.shape[0]):
+        ps.add_roi(pixel_mask=[(3 * i + dx, 2 + dy, 0.25 * (1 + dx + dy))
+                               for dx in range(3) for dy in range(2)])
+    region = ps.create_roi_table_region(region=list(range(F.shape[0])), description="all")
+    fl = Fluorescence(name="Fluorescence")
+    mod.add(fl)
+    fl.create_roi_response_series(name="RoiResponseSeries", data=F.T, rois=region,
+                                  unit="lumens", rate=30.0)
+    return _write_nwb(nwb, work / "derived_ophys.nwb")
+
+
+def _derive_nwb_ecephys(data_dir, work):
+    """NWB 2.x: ElectricalSeries (int16 + conversion) of real EDF samples, electrodes, trials."""
+    import mne
+    from pynwb.ecephys import ElectricalSeries
+
+    src = data_dir / "eeg" / "test.edf"
+    if not src.exists():
+        return None
+    raw = mne.io.read_raw_edf(src, preload=False, verbose="error")
+    volts = raw.get_data(picks=list(range(4)), start=0, stop=256)  # (channel, time)
+    scale = float(np.abs(volts).max() or 1.0) / 32000.0
+    counts = np.round(volts / scale).astype(np.int16).T  # NWB: (time, channel)
+    nwb = _nwb_file("ecephys")
+    dev = nwb.create_device(name="amp")
+    group = nwb.create_electrode_group("G", description="scalp", location="scalp", device=dev)
+    for k, name in enumerate(raw.ch_names[:4]):
+        nwb.add_electrode(group=group, location=name, x=float(k), y=0.0, z=0.0)
+    region = nwb.create_electrode_table_region(list(range(4)), "all electrodes")
+    nwb.add_acquisition(ElectricalSeries(name="eeg", data=counts, electrodes=region,
+                                         rate=float(raw.info["sfreq"]), conversion=scale))
+    nwb.add_trial(start_time=0.1, stop_time=0.2)
+    return _write_nwb(nwb, work / "derived_ecephys.nwb")
+
+
+def _derive_caiman(data_dir, work):
+    """CaImAn CNMF results laid out as ``cnm.save()`` writes them, with real traces as ``C``."""
+    import h5py
+    import scipy.sparse
+
+    C = _real_traces(data_dir, 3, 64)
+    if C is None:
+        return None
+    d1, d2 = 12, 10
+    imgs = np.zeros((len(C), d1, d2), np.float32)
+    for k in range(len(C)):
+        imgs[k, k:k + 3, 2 * k:2 * k + 4] = 0.5 + 0.1 * np.arange(12).reshape(3, 4)
+    # footprints: column k is image k flattened in Fortran order
+    A = scipy.sparse.csc_matrix(np.stack([im.ravel(order="F") for im in imgs], axis=1))
+    p = work / "derived_caiman_results.hdf5"
+    with h5py.File(p, "w") as f:
+        est = f.create_group("estimates")
+        est["C"] = C
+        est["YrA"] = C[:, ::-1] * 0.05
+        est["S"] = np.maximum(np.diff(C, axis=1, prepend=C[:, :1]), 0)
+        est["F_dff"] = "NoneType"
+        est["idx_components"] = np.array([0, 2])
+        est["dims"] = np.array([d1, d2])
+        for name in ("data", "indptr", "indices"):
+            est[f"A/{name}"] = getattr(A, name)
+        est["A/shape"] = A.shape
+        f["params/data/fr"] = 30.0
+        f["params/data/decay_time"] = 0.4
+        f["dview"] = "NoneType"
+    return p
+
+
+def _derive_bids_eeg(data_dir, work):
+    """A BIDS EEG folder (mne-bids) of 4 channels and 2 s of the real EDF recording."""
+    import warnings
+
+    import mne
+    import mne_bids
+
+    src = data_dir / "eeg" / "test.edf"
+    if not src.exists():
+        return None
+    raw = mne.io.read_raw_edf(src, preload=True, verbose="error")
+    raw.pick(raw.ch_names[:4]).crop(0, 2.0)
+    raw.set_channel_types({c: "eeg" for c in raw.ch_names})
+    raw.info["line_freq"] = 50
+    root = work / "derived_bids"
+    bp = mne_bids.BIDSPath(subject="01", task="rest", datatype="eeg", root=root)
+    with warnings.catch_warnings():  # mne-bids notes the conversion to EDF
+        warnings.simplefilter("ignore")
+        mne_bids.write_raw_bids(raw, bp, format="EDF", allow_preload=True, verbose=False)
+    return root
+
+
 _DERIVED = {"numpy_events": _derive_numpy, "numpy_events/npz": _derive_npz,
             "hdf5_spikes": _derive_shd,
             "prophesee_raw": _derive_evt3, "aedat": _derive_aedat31, "aer": _derive_aer,
-            "graphml": _derive_graphml, "tiff_movie": _derive_tiff}
+            "graphml": _derive_graphml, "tiff_movie": _derive_tiff,
+            "nwb_ophys": _derive_nwb_ophys, "nwb_ecephys": _derive_nwb_ecephys,
+            "caiman_hdf5": _derive_caiman, "bids_eeg": _derive_bids_eeg}
 
 
 # --------------------------------------------------------------------------- mutations
