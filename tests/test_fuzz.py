@@ -115,3 +115,27 @@ def test_long_run_command_reports_json(shared_data, tmp_path):
     assert code == 0 and set(reports) == {"atis_bin"}
     assert all(r["tried"] == 12 and r["failures"] == [] for r in reports.values())
     assert all(r["decoded"] + r["rejected"] == 12 for r in reports.values())
+
+
+@pytest.mark.parametrize("target", ["nwb_ophys", "nwb_ecephys", "caiman_hdf5"])
+def test_damaged_string_heap_is_refused_before_libhdf5_reads_it(target, seeds, tmp_path):
+    # a damaged global heap collection made libhdf5 spin for ever reading an NWB string
+    # attribute (found by `--format nwb_ophys --seed 3`, case 100); it is checked first now
+    import neurodata
+    from neurodata import loaders
+    from neurodata.errors import CorruptFileError, UnknownFormatError
+
+    src = seeds[target][0].path
+    data = bytearray(src.read_bytes())
+    at = data.find(b"GCOL\x01\x00\x00\x00")
+    assert at > 0
+    csize = int.from_bytes(data[at + 8:at + 16], "little")
+    data[at + 24:at + 32] = (2 * csize).to_bytes(8, "little")  # first object overruns it
+    bad = tmp_path / src.name
+    bad.write_bytes(bytes(data))
+    out = tmp_path / "out.zarr"
+    with pytest.raises(CorruptFileError, match="heap") as e:
+        neurodata.convert(bad, out, target)
+    assert str(bad) in str(e.value) and not out.exists()
+    with pytest.raises(UnknownFormatError):
+        loaders.detect(bad)

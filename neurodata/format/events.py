@@ -195,7 +195,7 @@ class EventStoreReader:
     Reads the per-sample table and the time index at open (small); event
     columns are read on demand, only the chunks a request overlaps. Local
     stores in the layout the writer makes are decoded straight from the shard
-    files (:mod:`neurodata.format.shards`, several times faster than through
+    files (:mod:`neurodata.format.shards`, about twice as fast as through
     zarr); remote stores and any other layout are read through zarr.
     """
 

@@ -31,7 +31,10 @@ def sniff(path: Path, head: bytes) -> bool:
         return False
     import h5py
 
+    from neurodata.loaders.hdf5_spikes import check_global_heaps
+
     with h5py.File(path, "r") as f:
+        check_global_heaps(f, path)  # raises on a damaged string heap (libhdf5 would spin)
         est = f.get("estimates")
         if not isinstance(est, h5py.Group) or "C" not in est:
             return False
@@ -100,7 +103,10 @@ def _read_results(src: Path, fs):
     """Traces, rate, footprints and labels of a results file (h5py errors escape)."""
     import h5py
 
+    from neurodata.loaders.hdf5_spikes import check_global_heaps
+
     with h5py.File(src, "r") as f:
+        check_global_heaps(f, src)  # "NoneType" strings live in heaps; damaged ones make libhdf5 spin
         est = f.get("estimates")
         if not isinstance(est, h5py.Group):
             raise FormatError("not a CaImAn results file (no estimates group)", src)

@@ -242,3 +242,45 @@ def _flatten(times, units, counts, path):
     if uu.min() < 0 or uu.max() > np.iinfo(np.uint16).max:
         raise CorruptFileError(f"units range {uu.min()}..{uu.max()} is not a channel index", path)
     return uu.astype(np.uint16), np.rint(tt * 1e6).astype(np.int64)
+
+
+_GCOL_HEADER = re.compile(rb"GCOL\x01\x00\x00\x00")  # signature, version 1, 3 reserved bytes
+
+
+def check_global_heaps(h5, path) -> None:
+    """Validate every global heap collection of an open local HDF5 file.
+
+    Variable-length strings (attributes and datasets; NWB and CaImAn files are
+    full of them) live in ``GCOL`` collections; with a damaged collection
+    libhdf5 can spin for ever when it reads one. The file is scanned for
+    collection headers (signature and version) and each is checked as
+    :func:`_heap_objects` does, before any string is read. Files with a user
+    block are left to libhdf5.
+
+    Raises
+    ------
+    CorruptFileError
+        When a collection is damaged.
+    """
+    import mmap
+
+    try:
+        fcpl = h5.id.get_create_plist()
+        _, ss = fcpl.get_sizes()
+        if fcpl.get_userblock():
+            return
+    except Exception:  # noqa: BLE001 - what this check cannot see is left to libhdf5
+        return
+    st = os.stat(path)
+    key = (os.path.realpath(path), st.st_size, st.st_mtime_ns)
+    if st.st_size == 0 or key in _HEAPS_CHECKED:  # sniffers and the loader share one scan
+        return
+    with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+        for m in _GCOL_HEADER.finditer(mm):
+            _heap_objects(fh, m.start(), ss, st.st_size, path, "global heap")
+    if len(_HEAPS_CHECKED) > 256:
+        _HEAPS_CHECKED.clear()
+    _HEAPS_CHECKED.add(key)
+
+
+_HEAPS_CHECKED: set = set()

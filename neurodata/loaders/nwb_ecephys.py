@@ -106,7 +106,10 @@ def sniff(path: Path, head: bytes) -> bool:
         return False
     import h5py
 
+    from neurodata.loaders.hdf5_spikes import check_global_heaps
+
     with h5py.File(path, "r") as f:
+        check_global_heaps(f, path)  # raises on a damaged string heap (libhdf5 would spin)
         return is_nwb(f) and bool(electrical_series_paths(f))
 
 
@@ -381,7 +384,13 @@ def _open(src: Path):
         raise CorruptFileError(f"not a readable HDF5/NWB file ({msg})".splitlines()[0],
                                src) from None
     try:
+        from neurodata.loaders.hdf5_spikes import check_global_heaps
+
+        check_global_heaps(h5, src)  # a damaged string heap makes libhdf5 spin
         nwb_file = is_nwb(h5)
+    except NeurodataError:
+        h5.close()
+        raise
     except (OSError, KeyError, RuntimeError) as e:  # damaged root object header
         h5.close()
         raise CorruptFileError(f"unreadable HDF5 root attributes ({e})".splitlines()[0],
@@ -485,7 +494,13 @@ def convert(src, out, attrs: dict | None = None, *, series: str | list | None = 
             if len(shape) not in (1, 2):
                 raise FormatError(f"ElectricalSeries {es.name!r} has shape {shape}; only "
                                   "(time, channel) series are continuous recordings", src)
-            names, types, pos, regions = channel_info(es, ch_types, position_unit, default_type)
+            try:
+                names, types, pos, regions = channel_info(es, ch_types, position_unit,
+                                                          default_type)
+            except NeurodataError as e:
+                if e.path is not None:
+                    raise
+                raise type(e)(str(e), src) from None  # channel_info does not know the file
             n_data_ch = 1 if len(shape) == 1 else int(shape[1])  # 1-D: one channel
             if len(names) != n_data_ch:
                 raise CorruptFileError(f"ElectricalSeries {es.name!r}: {n_data_ch} channels in "

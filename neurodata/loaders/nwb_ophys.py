@@ -47,7 +47,10 @@ def sniff(path: Path, head: bytes) -> bool:
         return False
     import h5py
 
+    from neurodata.loaders.hdf5_spikes import check_global_heaps
+
     with h5py.File(path, "r") as f:
+        check_global_heaps(f, path)  # raises on a damaged string heap (libhdf5 would spin)
         if "nwb_version" not in f.attrs and _text(f.attrs.get("neurodata_type")) != "NWBFile":
             return False
         if "acquisition" not in f and "processing" not in f:
@@ -208,7 +211,14 @@ def _open_nwb(src):
         closers.append(fobj)
         h5 = h5py.File(fobj, "r")
     else:
+        from neurodata.loaders.hdf5_spikes import check_global_heaps
+
         h5 = h5py.File(str(src), "r")
+        try:
+            check_global_heaps(h5, src)  # a damaged string heap makes libhdf5 spin
+        except Exception:
+            h5.close()
+            raise
     closers.insert(0, h5)
     io = NWBHDF5IO(file=h5, mode="r", load_namespaces=True)
     version = _text(h5.attrs.get("nwb_version"))
@@ -284,6 +294,9 @@ def _convert(src, out, attrs, fs, movie, spatial_order, block_bytes, digest) -> 
             kind = _kind_of(s)
             s_table = s.rois.table
             s_rows = np.asarray(s.rois.data[:], np.int64)
+            if s_rows.size and (s_rows.min() < 0 or s_rows.max() >= len(s_table.id)):
+                raise CorruptFileError(f"RoiResponseSeries {s.name!r}: ROI index outside the "
+                                       f"{len(s_table.id)}-row table", src)
             if kind is None or kind in traces or (table is not None and (
                     s_table is not table or not np.array_equal(s_rows, rows))):
                 skipped.append(s.name)
