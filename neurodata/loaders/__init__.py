@@ -109,13 +109,13 @@ def get(name: str) -> FormatSpec:
 
 
 def _modules_ok(spec: FormatSpec):
+    """The loader module, or None when an optional dependency of it is not installed."""
     try:
         return spec.load()
     except ModuleNotFoundError as e:
-        # the loader's own optional dependency is missing: skip it in detection
-        if e.name and spec.module.startswith(e.name):
-            return None
-        return None
+        if e.name and not e.name.startswith("neurodata"):
+            return None  # e.g. mne or pynwb absent: the format is just not detectable here
+        raise
 
 
 def detect(path: str | os.PathLike) -> FormatSpec:
