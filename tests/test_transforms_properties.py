@@ -134,15 +134,17 @@ def test_numpy_fallback_equals_numba(batch_samples):
             res[be] = [tr(batch) for tr in trs]
     finally:
         _kernels.set_backend(old)
+    # float32 time surfaces summed in a different order by the two backends differ in the
+    # last bits (1e-5 relative seen): compare at float32 precision
     for a, b in zip(res["numba"], res["numpy"]):
         if isinstance(a, T.EventBatch):
             np.testing.assert_array_equal(a.offsets, b.offsets)
             np.testing.assert_array_equal(a.t, b.t)
         elif isinstance(a, list):
             for u, v in zip(a, b):
-                np.testing.assert_allclose(u, v, rtol=1e-5, atol=1e-6)
+                np.testing.assert_allclose(u, v, rtol=1e-4, atol=1e-6)
         else:
-            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
 # ---------------------------------------------------------------------------

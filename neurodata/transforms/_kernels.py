@@ -176,7 +176,17 @@ def searchsorted_segments(t, offsets, qsample, q) -> np.ndarray:
         return out
     if len(t) == 0:
         return lo.copy()
-    # composite key: sample-major, then time; queries clipped into their sample's range
+    if len(offsets) * 64 <= len(t) and np.all(qsample[1:] >= qsample[:-1]):
+        # few long samples: one searchsorted per sample on its own slice of t
+        cuts = np.flatnonzero(qsample[1:] != qsample[:-1]) + 1
+        first = np.concatenate(([0], cuts)).tolist()
+        last = np.concatenate((cuts, [len(q)])).tolist()
+        for k0, k1 in zip(first, last):
+            a, b = int(lo[k0]), int(hi[k0])
+            out[k0:k1] = np.searchsorted(t[a:b], q[k0:k1], side="left")
+            out[k0:k1] += a
+        return out
+    # many short samples: composite key: sample-major, then time; queries clipped into their sample's range
     nonempty = hi > lo
     first = np.where(nonempty, t[np.minimum(lo, len(t) - 1)], 0)
     last = np.where(nonempty, t[np.maximum(hi - 1, 0)], 0)
@@ -191,24 +201,65 @@ def searchsorted_segments(t, offsets, qsample, q) -> np.ndarray:
 # ---------------------------------------------------------------------------
 # ToFrame: accumulate event windows into frames
 # ---------------------------------------------------------------------------
+_CHUNK = 1024  # events packed per step: the index buffer stays in L1
+
+
 def _accumulate_nb(x, y, p, starts, ends, slots, out, W, H, P, zero):
-    # with ``zero``, each frame is cleared right before it is filled (while it
-    # is in cache) instead of a separate pass over the whole output
+    # Two tight loops per chunk of a window: pack (p, y, x) into one pixel index
+    # while taking the chunk's maxima (a loop the compiler can vectorise), then increment the
+    # frame at those indices. Unsigned indices from 0 keep numba's negative-index
+    # handling out of both loops; a chunk with an event outside the sensor (rare)
+    # takes a checked loop instead. With ``zero``, each frame is cleared right
+    # before it is first filled (while in cache) instead of a separate pass.
     hw = H * W
     phw = P * hw
+    hw_u = np.uint64(hw)
+    w_u = np.uint64(W)
+    buf = np.empty(_CHUNK, np.uint64)
     if zero:
         done = np.zeros(len(out) // phw, np.bool_)
     for w in range(len(starts)):
-        base = slots[w] * phw
-        if zero and not done[slots[w]]:
-            out[base:base + phw] = 0
-            done[slots[w]] = True
-        for i in range(starts[w], ends[w]):
-            xi = np.intp(x[i])
-            yi = np.intp(y[i])
-            pi = np.intp(p[i]) if P > 1 else 0
-            if xi < W and yi < H and pi < P:
-                out[base + (pi * H + yi) * W + xi] += 1
+        s = slots[w]
+        frame = out[s * phw:(s + 1) * phw]
+        if zero and not done[s]:
+            frame[:] = 0
+            done[s] = True
+        a = starts[w]
+        b = ends[w]
+        while a < b:
+            m = min(_CHUNK, b - a)
+            xs = x[a:a + m]
+            ys = y[a:a + m]
+            ps = p[a:a + m]
+            mx = xs[0]
+            my = ys[0]
+            if P > 1:
+                mp = ps[0]
+                for i in range(m):
+                    xi = xs[i]
+                    yi = ys[i]
+                    pi = ps[i]
+                    mx = max(mx, xi)
+                    my = max(my, yi)
+                    mp = max(mp, pi)
+                    buf[i] = np.uint64(pi) * hw_u + np.uint64(yi) * w_u + np.uint64(xi)
+                inside = mx < W and my < H and mp < P
+            else:
+                for i in range(m):
+                    xi = xs[i]
+                    yi = ys[i]
+                    mx = max(mx, xi)
+                    my = max(my, yi)
+                    buf[i] = np.uint64(yi) * w_u + np.uint64(xi)
+                inside = mx < W and my < H
+            if inside:
+                for i in range(m):
+                    frame[buf[i]] += 1
+            else:
+                for i in range(m):
+                    if xs[i] < W and ys[i] < H and (P == 1 or ps[i] < P):
+                        frame[buf[i]] += 1
+            a += m
     if zero:
         for f in range(len(done)):
             if not done[f]:
@@ -224,6 +275,83 @@ def frames_buffer(size, dtype) -> np.ndarray:
     return np.empty(size, dtype) if _nb() else np.zeros(size, dtype)
 
 
+def _pixel_index(x, y, p, a, b, W, H, P, itype):
+    """Packed ``(p * H + y) * W + x`` (``itype``) of events ``[a, b)``; ``p`` ignored when ``P == 1``."""
+    if P > 1:
+        idx = np.multiply(p[a:b], H, dtype=itype)
+        idx += y[a:b]
+    else:
+        idx = y[a:b].astype(itype)
+    idx *= W
+    idx += x[a:b]
+    return idx
+
+
+def _outside(x, y, p, a, b, W, H, P):
+    """Mask of events ``[a, b)`` outside the sensor, or None when all are inside (the usual case)."""
+    if b <= a:
+        return None
+    xs, ys = x[a:b], y[a:b]
+    if xs.max() < W and ys.max() < H and (P == 1 or p[a:b].max() < P):
+        return None
+    bad = (xs >= W) | (ys >= H)
+    if P > 1:
+        bad |= p[a:b] >= P
+    return bad
+
+
+def _accumulate_disjoint_np(x, y, p, starts, ends, slots, out, W, H, P, fresh) -> None:
+    """Windows in event order, not overlapping, into increasing slots: one bincount per
+    group of frames on a packed ``(frame, pixel)`` index (groups keep the counts in cache).
+
+    Events between windows and outside the sensor go to an extra "trash" frame that is
+    dropped, so every group is one contiguous slice of the columns (no gather).
+    ``fresh``: ``out`` holds zeros, so the counts are written instead of added.
+    """
+    phw = P * H * W
+    n_out = len(out) // phw
+    per = max(1, (1 << 18) // phw)
+    # int32 indices halve the memory traffic of building them (bincount widens once)
+    itype = np.int32 if (per + 1) * phw < 2**31 else np.intp
+    group = slots // per
+    cuts = np.flatnonzero(group[1:] != group[:-1]) + 1
+    bounds = np.concatenate(([0], cuts, [len(slots)]))
+    for g0, g1 in zip(bounds[:-1], bounds[1:]):  # a few dozen groups, each vectorised
+        a, b = int(starts[g0]), int(ends[g1 - 1])
+        if b <= a:
+            continue
+        f0 = int(group[g0]) * per
+        nf = min(per, n_out - f0)
+        trash = nf * phw
+        idx = _pixel_index(x, y, p, a, b, W, H, P, itype)
+        s, e, sl = starts[g0:g1], ends[g0:g1], slots[g0:g1]
+        gaps = s[1:] - e[:-1]
+        if g1 - g0 == 1:
+            if sl[0] != f0:
+                idx += (int(sl[0]) - f0) * phw
+        else:
+            # window, gap, window, ... with the gaps sent to the trash frame
+            lengths = np.empty(2 * len(s) - 1, np.int64)
+            lengths[0::2] = e - s
+            lengths[1::2] = gaps
+            shift = np.empty(len(lengths), itype)
+            shift[0::2] = (sl - f0) * phw
+            shift[1::2] = trash
+            idx += np.repeat(shift, lengths)
+        has_gap = bool(np.any(gaps > 0))
+        if has_gap:  # a gap event's index lands in [trash, trash + phw): wrap it into the trash frame
+            np.minimum(idx, trash, out=idx)
+        bad = _outside(x, y, p, a, b, W, H, P)
+        if bad is not None:
+            idx[bad] = trash
+        counts = np.bincount(idx, minlength=trash + (1 if has_gap or bad is not None else 0))
+        block = out[f0 * phw:f0 * phw + trash]
+        if fresh:  # cast straight into the output (int16 wraps as the numba kernel's sums do)
+            np.copyto(block, counts[:trash], casting="unsafe")
+        else:
+            np.add(block, counts[:trash], out=block, casting="unsafe")
+
+
 def accumulate_windows(x, y, p, starts, ends, slots, out, W, H, P, zero=False) -> None:
     """Add 1 at ``(slot, p, y, x)`` of flat ``out`` for events ``[starts[w], ends[w])``.
 
@@ -236,6 +364,11 @@ def accumulate_windows(x, y, p, starts, ends, slots, out, W, H, P, zero=False) -
     if _nb():
         _accumulate_jit(x, y, p, starts, ends, slots, out, W, H, P, zero)
         return
+    if len(starts) and np.all(ends >= starts) and np.all(starts[1:] >= ends[:-1]) \
+            and np.all(slots[1:] > slots[:-1]):
+        _accumulate_disjoint_np(x, y, p, starts, ends, slots, out, W, H, P, zero)
+        return
+    # overlapping or reordered windows: gather their events
     hw, phw = H * W, P * H * W
     lengths = np.maximum(ends - starts, 0)
     idx = ranges(starts, ends)

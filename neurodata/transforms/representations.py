@@ -97,9 +97,12 @@ def slice_windows(batch: EventBatch, time_window=None, event_count=None, n_time_
         sample, rank = _frame_ranks(n)
         ws = rank * step[sample] + t0[sample]
         we = ws + width[sample]
-        starts = K.searchsorted_segments(t, off, sample, _ceil_int(ws))
-        ends = K.searchsorted_segments(t, off, sample, _ceil_int(we))
-        return _Windows(starts, ends, sample, n, ws)
+        # start and end of each window in one search (queries stay grouped by sample)
+        q = np.empty(2 * len(ws), np.int64)
+        q[0::2] = _ceil_int(ws)
+        q[1::2] = _ceil_int(we)
+        pos = K.searchsorted_segments(t, off, np.repeat(sample, 2), q)
+        return _Windows(pos[0::2].copy(), pos[1::2].copy(), sample, n, ws)
 
     if event_count is not None:
         stride = int(event_count - overlap)
