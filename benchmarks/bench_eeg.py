@@ -1,22 +1,31 @@
-"""Windows/s and peak memory: 4 s windows over a multi-hour 64-channel EEG recording.
+"""Windows/s and memory: 4 s windows over a multi-hour 64-channel EEG recording.
 
 Builds a synthetic EDF (64 channels, 256 Hz, ``--hours`` long, 1/f-like noise
 plus a 10 Hz rhythm, 16-bit like real EDF), converts it once into a neurodata
 store, then serves 4 s windows in shuffled order (what a training loop asks
-for) with:
+for), in batches of 64, with:
 
-- neurodata: ``WindowSource.read`` on batches of 64 shuffled windows (lazy store);
-- MNE lazy: ``raw.get_data(start, stop)`` per window on ``read_raw_edf(preload=False)``
-  -- what braindecode's lazy windows do (braindecode itself does not import beside
-  torch 2.13 here);
+- neurodata: ``WindowSource.read`` on the lazy store (``neurodata_seq``: consecutive windows);
+- braindecode lazy / preloaded: ``create_fixed_length_windows`` over
+  ``read_raw_edf`` and a torch ``DataLoader`` in the same shuffled order.
+  braindecode imports torchaudio, whose registry build does not load beside
+  the project's torch 2.13: its rows run in a separate venv given by
+  ``--braindecode-python`` (or ``NEURODATA_BRAINDECODE_PYTHON``), made with
+  ``pip install torch==2.9.1 torchvision==0.24.1 && pip install torch==2.9.1
+  'torchaudio==2.9.*' braindecode psutil``; without one they are left out;
+- MNE lazy: ``raw.get_data(start, stop)`` per window on ``read_raw_edf(preload=False)``;
 - mne.Epochs lazy: ``epochs[i].get_data()`` on fixed-length epochs, ``preload=False``;
 - MNE preloaded: ``preload=True`` then slicing the in-memory array.
 
-Each method runs in its own process: peak RSS (``ru_maxrss``) is that
-process's, including the imports (the "baseline" row gives the import cost).
-Figures are medians of ``--repeats`` timed passes.
+Each method runs in its own process, after its imports; every loop drops its
+previous batch before asking for the next (as a training loop that moved it
+to the model does). Memory: "growth" is the process RSS sampled after every
+batch minus the RSS after the imports; "high-water" is ``ru_maxrss`` at the
+end minus that same RSS (the true peak, transients inside a batch included;
+"<=" when the imports' own peak was higher). Figures are medians of
+``--repeats`` timed passes.
 
-Run: python benchmarks/bench_eeg.py [--hours 3] [--windows 2000]
+Run: python benchmarks/bench_eeg.py [--hours 3] [--windows 2000] [--braindecode-python PY]
 """
 from __future__ import annotations
 
@@ -65,7 +74,7 @@ def peak_rss_mb() -> float:
 def rss_mb() -> float:
     import psutil
 
-    return psutil.Process().memory_info().rss / 1e6
+    return psutil.Process().memory_info().rss / 2**20
 
 
 class _RssTrack:
@@ -81,18 +90,24 @@ class _RssTrack:
 def run_method(method: str, edf: str, store: str, n_windows: int, repeats: int, seed: int):
     import mne
     import mne.io  # noqa: F401
-    import numcodecs  # noqa: F401
-    import zarr  # noqa: F401
 
-    import neurodata.dataset  # noqa: F401
-    import neurodata.format.timeseries  # noqa: F401
-    import neurodata.signal_windows  # noqa: F401
+    if method.startswith("braindecode"):  # runs in its own environment (see --braindecode-python)
+        import torch  # noqa: F401
+        from braindecode.datasets import BaseConcatDataset, RawDataset
+        from braindecode.preprocessing import create_fixed_length_windows
+    else:
+        import numcodecs  # noqa: F401
+        import zarr  # noqa: F401
+
+        import neurodata.dataset  # noqa: F401
+        import neurodata.format.timeseries  # noqa: F401
+        import neurodata.signal_windows  # noqa: F401
 
     mne.set_log_level("ERROR")
     mne.io.read_raw_edf  # every method pays the same imports before the baseline
     L = int(WIN_S * SF)
     rng = np.random.default_rng(seed)
-    out = {"method": method, "rss0_mb": rss_mb()}
+    out = {"method": method, "rss0_mb": rss_mb(), "maxrss0_mb": peak_rss_mb()}
     track = _RssTrack()
     if method == "neurodata":
         from neurodata.dataset import open as nd_open
@@ -104,6 +119,7 @@ def run_method(method: str, edf: str, store: str, n_windows: int, repeats: int, 
         def one_pass():
             acc = 0.0
             for s in range(0, len(order), BATCH):
+                x = None  # a training loop has handed the previous batch on
                 x, _ = ws.read(order[s:s + BATCH])
                 acc += float(x[0, 0, 0])
                 track()
@@ -119,6 +135,7 @@ def run_method(method: str, edf: str, store: str, n_windows: int, repeats: int, 
         def one_pass():
             acc = 0.0
             for s in range(0, len(order), BATCH):
+                x = None  # a training loop has handed the previous batch on
                 x, _ = ws.read(order[s:s + BATCH])
                 acc += float(x[0, 0, 0])
                 track()
@@ -131,6 +148,7 @@ def run_method(method: str, edf: str, store: str, n_windows: int, repeats: int, 
         def one_pass():
             acc = 0.0
             for s in range(0, len(order), BATCH):
+                x = None
                 x = np.stack([raw.get_data(start=int(i) * L, stop=int(i) * L + L)
                               for i in order[s:s + BATCH]]).astype(np.float32)
                 acc += float(x[0, 0, 0])
@@ -146,10 +164,43 @@ def run_method(method: str, edf: str, store: str, n_windows: int, repeats: int, 
         def one_pass():
             acc = 0.0
             for s in range(0, len(order), BATCH):
+                x = None
                 x = ep[order[s:s + BATCH]].get_data().astype(np.float32)
                 acc += float(x[0, 0, 0])
                 track()
             return acc
+    elif method.startswith("braindecode"):
+        import pandas as pd
+        from torch.utils.data import DataLoader
+
+        # one thread, like the other methods: torch's OpenMP pool spins against other
+        # processes on a shared 2-core machine and made its rate swing 4x between runs
+        torch.set_num_threads(1)
+
+        t0 = time.perf_counter()
+        raw = mne.io.read_raw_edf(edf, preload=method == "braindecode_preloaded")
+        base = BaseConcatDataset([RawDataset(raw, pd.Series({"subject": 0}))])
+        win = create_fixed_length_windows(
+            base, window_size_samples=L, window_stride_samples=L, on_last_window="drop",
+            preload=method == "braindecode_preloaded")
+        out["load_s"] = time.perf_counter() - t0
+        track()
+        total = len(win)
+        order = rng.permutation(total)[:n_windows]
+        # what a training loop does: a DataLoader over the windows in a given order
+        loader = DataLoader(win, batch_size=BATCH, sampler=order.tolist(), num_workers=0)
+
+        def one_pass():
+            acc = 0.0
+            it, x = iter(loader), None
+            while True:
+                x = None
+                try:
+                    x, _, _ = next(it)
+                except StopIteration:
+                    return acc
+                acc += float(x[0, 0, 0])
+                track()
     elif method == "mne_preloaded":
         t0 = time.perf_counter()
         raw = mne.io.read_raw_edf(edf, preload=True)
@@ -162,6 +213,7 @@ def run_method(method: str, edf: str, store: str, n_windows: int, repeats: int, 
         def one_pass():
             acc = 0.0
             for s in range(0, len(order), BATCH):
+                x = None
                 x = np.stack([data[:, int(i) * L:int(i) * L + L]
                               for i in order[s:s + BATCH]]).astype(np.float32)
                 acc += float(x[0, 0, 0])
@@ -187,6 +239,8 @@ def main():
     ap.add_argument("--windows", type=int, default=2000)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--workdir", default=None)
+    ap.add_argument("--braindecode-python", default=None,
+                    help="python of a venv with braindecode (torch==2.9.1, torchaudio==2.9.*)")
     ap.add_argument("--method", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--edf", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--store", default=None, help=argparse.SUPPRESS)
@@ -214,31 +268,67 @@ def main():
         print(f"converted to {store.name}: {size / 1e6:.0f} MB on disk in {dt:.1f} s "
               f"({edf.stat().st_size / 1e6 / dt:.0f} MB/s of EDF)")
     rows = []
-    for m in ("neurodata", "neurodata_seq", "mne_lazy", "mne_epochs_lazy",
-              "mne_preloaded"):
-        cmd = [sys.executable, os.path.abspath(__file__), "--method", m, "--edf", str(edf),
+    bd_python = _braindecode_python(args.braindecode_python)
+    methods = ["neurodata", "neurodata_seq", "mne_lazy", "mne_epochs_lazy", "mne_preloaded"]
+    if bd_python:
+        methods += ["braindecode_lazy", "braindecode_preloaded"]
+    else:
+        print("braindecode: not importable here and no --braindecode-python given; "
+              "its rows are left out")
+    for m in methods:
+        py = bd_python if m.startswith("braindecode") else sys.executable
+        cmd = [py, os.path.abspath(__file__), "--method", m, "--edf", str(edf),
                "--store", str(store), "--windows", str(args.windows),
                "--repeats", str(args.repeats)]
-        res = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        res = subprocess.run(cmd, capture_output=True, text=True)
+        if res.returncode:
+            raise SystemExit(f"{m} failed:\n{res.stderr[-2000:]}")
         rows.append(json.loads(res.stdout.strip().splitlines()[-1]))
     nd = rows[0]
     lazy = next(r for r in rows if r["method"] == "mne_lazy")
     print(f"\n{args.hours:g} h x {C} channels at {SF} Hz ({edf.stat().st_size / 1e6:.0f} MB EDF), "
           f"{WIN_S:g} s windows in shuffled batches of {BATCH} (neurodata_seq: consecutive); "
           f"medians of {args.repeats} passes. Memory: RSS of the method's process sampled after "
-          f"every batch (peak), and its growth over the RSS before opening the data")
-    print(f"{'method':<18}{'windows':>8}{'windows/s':>12}{'vs mne lazy':>13}"
-          f"{'peak RSS MB':>13}{'growth MB':>11}")
+          f"every batch (peak), and its growth over the RSS after the imports, before opening "
+          f"the data")
+    print(f"{'method':<22}{'windows':>8}{'windows/s':>12}{'vs mne lazy':>13}"
+          f"{'RSS MiB':>9}{'growth':>8}{'high-water':>12}")
     for r in rows:
         ratio = r["windows_per_s"] / lazy["windows_per_s"]
-        extra = f"  (load {r['load_s']:.1f} s)" if "load_s" in r else ""
-        print(f"{r['method']:<18}{r['windows']:>8}{r['windows_per_s']:>12.0f}{ratio:>12.1f}x"
-              f"{r['rss_mb']:>13.0f}{r['rss_mb'] - r['rss0_mb']:>11.0f}{extra}")
+        extra = f"  (open {r['load_s']:.1f} s)" if "load_s" in r else ""
+        print(f"{r['method']:<22}{r['windows']:>8}{r['windows_per_s']:>12.0f}{ratio:>12.1f}x"
+              f"{r['rss_mb']:>9.0f}{r['rss_mb'] - r['rss0_mb']:>8.0f}{_high_water(r):>12s}{extra}")
     g_nd = nd["rss_mb"] - nd["rss0_mb"]
-    g_lazy = lazy["rss_mb"] - lazy["rss0_mb"]
-    print(f"\nneurodata vs MNE lazy: {nd['windows_per_s'] / lazy['windows_per_s']:.1f}x windows/s, "
-          f"memory growth {g_nd:.0f} MB vs {g_lazy:.0f} MB")
+    for ref in ("braindecode_lazy", "braindecode_preloaded", "mne_lazy"):
+        r = next((r for r in rows if r["method"] == ref), None)
+        if r is None:
+            continue
+        g = r["rss_mb"] - r["rss0_mb"]
+        print(f"neurodata vs {ref}: {nd['windows_per_s'] / r['windows_per_s']:.1f}x windows/s; "
+              f"memory growth {g_nd:.0f} vs {g:.0f} MiB ({g_nd / max(g, 1e-9):.2f}x), "
+              f"high-water {_high_water(nd).strip()} vs {_high_water(r).strip()} MiB; "
+              f"RSS {nd['rss_mb']:.0f} vs {r['rss_mb']:.0f} MiB (imports included)")
 
+
+def _high_water(r) -> str:
+    grow = r["maxrss_mb"] - r["rss0_mb"]
+    if r["maxrss_mb"] <= r["maxrss0_mb"] + 1:  # the imports' peak was not exceeded
+        return f"<={grow:.0f}"
+    return f"{grow:.0f}"
+
+
+def _braindecode_python(given: str | None) -> str | None:
+    """A Python that imports braindecode: ``given``, this one, or None.
+
+    braindecode imports torchaudio, whose registry build does not load beside the
+    project's torch 2.13; a separate venv (torch==2.9.1, torchaudio==2.9.*,
+    braindecode, psutil) runs its rows.
+    """
+    for py in filter(None, (given, os.environ.get("NEURODATA_BRAINDECODE_PYTHON"), sys.executable)):
+        ok = subprocess.run([py, "-c", "import braindecode, psutil"], capture_output=True)
+        if ok.returncode == 0:
+            return py
+    return None
 
 if __name__ == "__main__":
     main()

@@ -270,6 +270,10 @@ class WindowSource:
             rec = self.recordings[int(rec_sorted[a])]
             s0, s1 = int(st_sorted[a]), int(st_sorted[b - 1]) + full
             lo, hi = max(0, s0), min(rec.n_times, s1)
+            if lo == s0 and hi == s1:  # chunks decoded once, straight into the batch
+                rec.read_windows(st_sorted[a:b], full, out, order[a:b],
+                                 None if all_ch else self.picks)
+                continue
             block = rec.read(lo, hi)
             if not all_ch:
                 block = block[self.picks]

@@ -365,6 +365,33 @@ def test_fixed_windows_and_partitions(tmp_path):
     np.testing.assert_array_equal(xt[0], x[:, 400:800].T)
 
 
+def test_batch_read_decodes_into_batch_equal_to_slices(tmp_path):
+    """Overlapping, repeated and unordered windows, with and without picks, through the
+    direct chunk reader and through zarr, equal plain slices of the data; a batch
+    costs little beyond itself."""
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((5, 20000)).astype(np.float32)
+    w = TimeseriesStoreWriter(tmp_path / "s.zarr")
+    w.add_recording("a", list("ABCDE"), ["eeg"] * 5, 100.0, 20000, time_chunk=256).write(x)
+    w.close()
+    for picks, rows in ((None, [0, 1, 2, 3, 4]), (["E", "B"], [4, 1])):
+        ws = nd_open(tmp_path / "s.zarr").windows(length=3.0, stride=0.7, picks=picks)
+        assert ws.recordings[0]._direct is not None
+        idx = np.concatenate([rng.integers(0, len(ws), 40), [3, 3, 4, len(ws) - 1, 0]])
+        got, _ = ws.read(idx)
+        want = np.stack([x[rows, s:s + 300] for s in ws.starts[idx]])
+        np.testing.assert_array_equal(got, want)
+        ws.recordings[0]._direct = None  # the zarr path gives the same
+        np.testing.assert_array_equal(ws.read(idx)[0], want)
+    ws = nd_open(tmp_path / "s.zarr").windows(length=3.0, stride=0.7)
+    ws.read([0])
+    tracemalloc.start()
+    out, _ = ws.read(np.arange(0, len(ws), 3))
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert peak < out.nbytes + 200_000, f"{peak} bytes traced for a {out.nbytes}-byte batch"
+
+
 def test_window_filter_with_margin_equals_whole_recording_filter(tmp_path):
     from neurodata.transforms.signal import BandPass
 

@@ -318,6 +318,18 @@ class _LocalChunks:
             self._fds[j] = fd
         return fd
 
+    def _shard_index(self, j: int, fd: int) -> np.ndarray:
+        """``(chunks per shard, 2)`` offsets and sizes of shard ``j`` (caller holds the lock)."""
+        idx = self._index.get(j)
+        if idx is None:
+            per = self.shard // self.chunk
+            size = os.fstat(fd).st_size
+            raw = os.pread(fd, 16 * per, size - (16 * per + 4))
+            # kept as a small array (1 KiB a shard), not Python ints (~10x more)
+            idx = np.frombuffer(raw, "<u8").reshape(per, 2)
+            self._index[j] = idx
+        return idx
+
     def _chunk_bytes(self, k: int) -> bytes | None:
         if self.shard is None:
             try:
@@ -331,19 +343,15 @@ class _LocalChunks:
             fd = self._fd(j)
             if fd is None:
                 return None
-            idx = self._index.get(j)
-            if idx is None:
-                size = os.fstat(fd).st_size
-                raw = os.pread(fd, 16 * per, size - (16 * per + 4))
-                idx = np.frombuffer(raw, "<u8").reshape(per, 2).tolist()
-                self._index[j] = idx
-            off, n = idx[within]
+            idx = self._shard_index(j, fd)
+            off, n = int(idx[within, 0]), int(idx[within, 1])
             if off == _EMPTY:
                 return None
             return os.pread(fd, n, off)
 
-    def read(self, start: int, stop: int) -> np.ndarray:
-        out = np.empty((self.n_channels, stop - start), np.float32)
+    def read(self, start: int, stop: int, out: np.ndarray | None = None) -> np.ndarray:
+        if out is None:
+            out = np.empty((self.n_channels, stop - start), np.float32)
         c = self.chunk
         for k in range(start // c, -(-stop // c)):
             raw = self._chunk_bytes(k)
@@ -354,6 +362,42 @@ class _LocalChunks:
             block = np.frombuffer(self._decompress(raw), np.float32).reshape(self.n_channels, c)
             out[:, a - start:b - start] = block[:, a - k * c:b - k * c]
         return out
+
+
+    def read_windows(self, starts, length: int, out: np.ndarray, rows, picks=None) -> None:
+        """Samples ``[starts[i], starts[i] + length)`` into ``out[rows[i]]`` (channel, time).
+
+        ``starts`` ascending and inside the recording. Each chunk is decoded
+        once into a reused buffer, however many windows overlap it, and copied
+        straight into the windows: no block of the run is materialised.
+        """
+        c, C = self.chunk, self.n_channels
+        spare = [np.empty((C, c), np.float32) for _ in range(2)]
+        cache: dict[int, np.ndarray | None] = {}  # the chunks the current window overlaps
+        for s, j in zip(np.asarray(starts).tolist(), np.asarray(rows).tolist()):
+            k0, k1 = s // c, -(-(s + length) // c)
+            for k in [k for k in cache if k < k0]:  # starts ascend: never needed again
+                buf = cache.pop(k)
+                if buf is not None:
+                    spare.append(buf)
+            dst = out[j]
+            for k in range(k0, k1):
+                if k not in cache:
+                    raw = self._chunk_bytes(k)
+                    if raw is None:
+                        cache[k] = None
+                    else:
+                        buf = spare.pop() if spare else np.empty((C, c), np.float32)
+                        self._decompress(raw, buf)
+                        cache[k] = buf
+                block = cache[k]
+                a, b = max(s, k * c), min(s + length, (k + 1) * c)
+                if block is None:
+                    dst[:, a - s:b - s] = 0.0
+                elif picks is None:
+                    dst[:, a - s:b - s] = block[:, a - k * c:b - k * c]
+                else:
+                    dst[:, a - s:b - s] = block[picks, a - k * c:b - k * c]
 
 
 _EMPTY = (1 << 64) - 1  # shard index entry of a chunk never written
@@ -443,24 +487,60 @@ class Recording:
             return None
         return checked_read(self._snap, lambda: [str(v) for v in self.group["region"][:]])
 
-    def read(self, start: int = 0, stop: int | None = None, channels=None) -> np.ndarray:
+    def read(self, start: int = 0, stop: int | None = None, channels=None,
+             out: np.ndarray | None = None) -> np.ndarray:
         """Samples ``[start, stop)`` as float32 ``(channel, time)``; ``channels`` indexes rows.
 
         Parts outside the recording are not padded: the range is clipped.
+        ``out``, a C-contiguous float32 ``(channel, stop - start)`` array (all
+        channels; not with ``channels``), receives the samples without a
+        temporary block: a window is decoded straight into its batch.
         """
         stop = self.n_times if stop is None else min(int(stop), self.n_times)
         start = max(0, int(start))
         stop = max(start, stop)
+        if out is not None:
+            if channels is not None or out.shape != (self.n_channels, stop - start) or \
+                    out.dtype != np.float32 or not out.flags.c_contiguous:
+                raise ValueError(f"out must be C-contiguous float32 of shape "
+                                 f"{(self.n_channels, stop - start)}, without channels")
         if self._direct is not None:
-            block = checked_read(self._snap, lambda: self._direct.read(start, stop))
+            block = checked_read(self._snap, lambda: self._direct.read(start, stop, out))
         else:
-            block = checked_read(self._snap, lambda: np.asarray(self.data[:, start:stop]))
+            def _zarr():
+                if out is None:
+                    return np.asarray(self.data[:, start:stop])
+                out[...] = self.data[:, start:stop]
+                return out
+            block = checked_read(self._snap, _zarr)
         if channels is None:
             return block
         ch = np.asarray(channels)
         if ch.dtype == bool:
             ch = np.nonzero(ch)[0]
         return block[ch]
+
+    def read_windows(self, starts, length: int, out: np.ndarray, rows, picks=None) -> None:
+        """Windows ``[starts[i], starts[i] + length)`` into ``out[rows[i]]``.
+
+        ``starts`` ascending, each window inside the recording; ``picks``
+        selects channel rows (None: all). A local store decodes every chunk once
+        for all the windows overlapping it, straight into ``out``.
+        """
+        starts = np.asarray(starts, np.int64)
+        if len(starts) and (starts[0] < 0 or starts[-1] + length > self.n_times
+                            or np.any(np.diff(starts) < 0)):
+            raise ValueError("window starts must ascend and lie inside the recording")
+        if self._direct is not None:
+            checked_read(self._snap, lambda: self._direct.read_windows(
+                starts, int(length), out, rows, picks))
+            return
+
+        def _zarr():
+            for s, j in zip(starts.tolist(), np.asarray(rows).tolist()):
+                block = np.asarray(self.data[:, s:s + length])
+                out[j] = block if picks is None else block[picks]
+        checked_read(self._snap, _zarr)
 
     def annotations(self) -> dict:
         """``{"onset", "duration", "description"}`` arrays (seconds, text)."""
