@@ -33,11 +33,14 @@ from neurodata.format.schema import SCHEMA_ATTR, parse_schema
 from neurodata.format.snapshot import checked_read, open_pinned
 from neurodata.format.store import _jsonable, codec, create_array, finalize_store, open_new_group
 
-#: target bytes of one decoded chunk (all channels x time_chunk samples, float32): small
-#: enough that a window decodes little beyond itself, large enough to compress well
-CHUNK_BYTES = 1 << 16
-#: chunks per shard file along time
-CHUNKS_PER_SHARD = 64
+#: target bytes of one decoded chunk (all channels x time_chunk samples, float32). Measured
+#: (benchmarks/bench_eeg.py, random 4 s windows of 64 channels at 256 Hz): 256 KiB chunks
+#: (1024 samples, a window spans two) serve 1.4-1.5x the windows/s of 64 KiB chunks (a window
+#: spans five: the per-chunk cost dominates) and 1.6-3x those of 512 KiB-1 MiB chunks (decoding
+#: beyond the window dominates)
+CHUNK_BYTES = 1 << 18
+#: chunks per shard file along time (a shard file of about 4 MiB)
+CHUNKS_PER_SHARD = 16
 #: codec of ``data``: blosc-lz4 with byte shuffle. Measured on the MNE test recordings
 #: (EDF, BDF, BrainVision as float32): 0.58-0.84 of raw size decoded at 0.8-2.2 GB/s, against
 #: 0.45-0.73 at 0.24-0.30 GB/s for zstd-5 bit-shuffle -- windows are decode-bound, so the

@@ -466,7 +466,8 @@ def convert(src, out, attrs: dict | None = None, *, series: str | list | None = 
         Float64 bytes one copy block may hold (memory bound of the copy).
     """
     from neurodata.format.store import file_sha256, provenance
-    from neurodata.format.timeseries import TimeseriesStoreWriter, default_time_chunk
+    from neurodata.format.timeseries import (CHUNKS_PER_SHARD, TimeseriesStoreWriter,
+                                             default_time_chunk)
     from neurodata.loaders.eeg_mne import pseudonym
 
     src = Path(src)
@@ -517,7 +518,7 @@ def convert(src, out, attrs: dict | None = None, *, series: str | list | None = 
             tc = int(time_chunk or default_time_chunk(len(names)))
             rw = w.add_recording(name, names, types, fs, n, positions=pos, regions=regions,
                                  attrs=a, time_chunk=tc)
-            shard = tc * 64
+            shard = tc * CHUNKS_PER_SHARD
             step = max(1, block_bytes // (8 * max(1, len(names)) * shard)) * shard
             _copy(rw, es, len(names), n, step, src, stamps, t0, fs)
             rw.set_annotations(*_intervals(nwb, t0))
