@@ -169,6 +169,11 @@ def cases(kind, sensor, duration, n_events):
         ("TimeSkew", T.TimeSkew(1.1, 10, seed=0), TT.TimeSkew(1.1, 10), False),
         ("UniformNoise(1%)", T.UniformNoise(s, n=40 if kind == "nmnist" else 200_000, seed=0),
          TT.UniformNoise(s, n=40 if kind == "nmnist" else 200_000), False),
+        ("RandomCrop", T.RandomCrop(s, (s[0] * 3 // 4, s[1] * 3 // 4), seed=0),
+         TT.RandomCrop(s, (s[0] * 3 // 4, s[1] * 3 // 4)), False),
+        ("DropByTime(0.2)", T.DropByTime(0.2, seed=0), TT.DropEventByTime(0.2), False),
+        ("DropByArea(0.3)", T.DropByArea(s, 0.3, seed=0), TT.DropEventByArea(s, 0.3), False),
+        ("SpatialJitter", T.SpatialJitter(s, 1.0, 1.0, 0.0, seed=0), TT.SpatialJitter(s, 1.0, 1.0, 0.0), False),
     ]
     return [r for r in rows if r is not None]
 

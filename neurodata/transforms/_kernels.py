@@ -108,31 +108,14 @@ def segment_ids(offsets: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------------------
 # keeping a subset of events (every filter ends here)
 # ---------------------------------------------------------------------------
-def _compact_nb(x, y, t, p, keep, offsets, nx, ny, nt, np_, new_offsets):
-    j = 0
-    for s in range(len(offsets) - 1):
-        new_offsets[s] = j
-        for i in range(offsets[s], offsets[s + 1]):
-            if keep[i]:
-                nx[j] = x[i]
-                ny[j] = y[i]
-                nt[j] = t[i]
-                np_[j] = p[i]
-                j += 1
-    new_offsets[len(offsets) - 1] = j
-
-
-_compact_jit = _jit(_compact_nb)
-
-
 def compact(x, y, t, p, keep, offsets):
-    """The events where ``keep`` is true, as new columns plus updated offsets (one pass)."""
-    if _nb():
-        m = int(np.count_nonzero(keep))
-        out = (np.empty(m, x.dtype), np.empty(m, y.dtype), np.empty(m, t.dtype), np.empty(m, p.dtype))
-        new_offsets = np.empty(len(offsets), np.int64)
-        _compact_jit(x, y, t, p, keep, offsets, *out, new_offsets)
-        return out + (new_offsets,)
+    """The events where ``keep`` is true, as new columns plus updated offsets.
+
+    The same code for both backends: the kept positions once (``flatnonzero``,
+    a vectorised scan) and one contiguous gather per column run at about twice
+    a plain copy, faster than a one-pass numba loop writing four columns
+    (measured 1.5 vs 3.3 ms per million events).
+    """
     idx = np.flatnonzero(keep)
     new_offsets = np.searchsorted(idx, offsets, side="left").astype(np.int64)
     return x.take(idx), y.take(idx), t.take(idx), p.take(idx), new_offsets
@@ -141,18 +124,46 @@ def compact(x, y, t, p, keep, offsets):
 # ---------------------------------------------------------------------------
 # searchsorted inside samples
 # ---------------------------------------------------------------------------
+_SEARCH_GROUP = 16
+
+
 def _searchsorted_segments_nb(t, lo, hi, q, out):
+    # Branch-free binary searches, 16 queries in lockstep: the loads of one
+    # step are independent, so their cache misses overlap (a query at a time
+    # waits for each miss in turn, and mispredicts half of its branches).
+    # A query equal to the one before it (a window's end that is the next
+    # window's start) takes that answer instead of a search.
+    todo = np.empty(len(q), np.int64)
+    n = 0
     for k in range(len(q)):
-        a = lo[k]
-        b = hi[k]
-        v = q[k]
-        while a < b:
-            m = (a + b) >> 1
-            if t[m] < v:
-                a = m + 1
-            else:
-                b = m
-        out[k] = a
+        if k == 0 or q[k] != q[k - 1] or lo[k] != lo[k - 1] or hi[k] != hi[k - 1]:
+            todo[n] = k
+            n += 1
+    base = np.empty(_SEARCH_GROUP, np.int64)
+    size = np.empty(_SEARCH_GROUP, np.int64)
+    last = len(t) - 1
+    for g0 in range(0, n, _SEARCH_GROUP):
+        g = min(_SEARCH_GROUP, n - g0)
+        longest = 0
+        for k in range(g):
+            j = todo[g0 + k]
+            base[k] = lo[j]
+            size[k] = hi[j] - lo[j]
+            longest = max(longest, size[k])
+        while longest > 1:
+            for k in range(g):
+                half = size[k] >> 1
+                nxt = base[k] + half
+                base[k] = nxt if t[min(nxt, last)] < q[todo[g0 + k]] else base[k]
+                size[k] -= half
+            longest -= longest >> 1
+        for k in range(g):
+            b = base[k]
+            j = todo[g0 + k]
+            out[j] = b + 1 if size[k] == 1 and t[b] < q[j] else b
+    for k in range(1, len(q)):
+        if q[k] == q[k - 1] and lo[k] == lo[k - 1] and hi[k] == hi[k - 1]:
+            out[k] = out[k - 1]
 
 
 _searchsorted_segments_jit = _jit(_searchsorted_segments_nb)
@@ -179,12 +190,11 @@ def searchsorted_segments(t, offsets, qsample, q) -> np.ndarray:
     if len(offsets) * 64 <= len(t) and np.all(qsample[1:] >= qsample[:-1]):
         # few long samples: one searchsorted per sample on its own slice of t
         cuts = np.flatnonzero(qsample[1:] != qsample[:-1]) + 1
-        first = np.concatenate(([0], cuts)).tolist()
-        last = np.concatenate((cuts, [len(q)])).tolist()
-        for k0, k1 in zip(first, last):
-            a, b = int(lo[k0]), int(hi[k0])
+        first = np.concatenate(([0], cuts))
+        last = np.concatenate((cuts, [len(q)]))
+        for k0, k1, a, b in zip(first.tolist(), last.tolist(), lo[first].tolist(), hi[first].tolist()):
             out[k0:k1] = np.searchsorted(t[a:b], q[k0:k1], side="left")
-            out[k0:k1] += a
+        out += lo
         return out
     # many short samples: composite key: sample-major, then time; queries clipped into their sample's range
     nonempty = hi > lo
@@ -270,9 +280,9 @@ _accumulate_jit = _jit(_accumulate_nb)
 
 
 def frames_buffer(size, dtype) -> np.ndarray:
-    """Output for :func:`accumulate_windows` with ``zero=True``: uninitialised for numba
-    (the kernel clears each frame when it first fills it), zeros for numpy."""
-    return np.empty(size, dtype) if _nb() else np.zeros(size, dtype)
+    """Output for :func:`accumulate_windows` with ``zero=True``: uninitialised (each frame
+    is cleared when it is first filled, while in cache, or written whole)."""
+    return np.empty(size, dtype)
 
 
 def _pixel_index(x, y, p, a, b, W, H, P, itype):
@@ -306,9 +316,11 @@ def _accumulate_disjoint_np(x, y, p, starts, ends, slots, out, W, H, P, fresh) -
 
     Events between windows and outside the sensor go to an extra "trash" frame that is
     dropped, so every group is one contiguous slice of the columns (no gather).
-    ``fresh``: ``out`` holds zeros, so the counts are written instead of added.
+    ``fresh``: ``out`` is uninitialised: the counts are written instead of added and
+    the frames of groups without events are cleared.
     """
     phw = P * H * W
+    cleared = 0  # fresh: out[:cleared] is written
     n_out = len(out) // phw
     per = max(1, (1 << 18) // phw)
     # int32 indices halve the memory traffic of building them (bincount widens once)
@@ -321,6 +333,9 @@ def _accumulate_disjoint_np(x, y, p, starts, ends, slots, out, W, H, P, fresh) -
         if b <= a:
             continue
         f0 = int(group[g0]) * per
+        if fresh:
+            out[cleared:f0 * phw] = 0
+            cleared = (f0 + min(per, n_out - f0)) * phw
         nf = min(per, n_out - f0)
         trash = nf * phw
         idx = _pixel_index(x, y, p, a, b, W, H, P, itype)
@@ -350,6 +365,8 @@ def _accumulate_disjoint_np(x, y, p, starts, ends, slots, out, W, H, P, fresh) -
             np.copyto(block, counts[:trash], casting="unsafe")
         else:
             np.add(block, counts[:trash], out=block, casting="unsafe")
+    if fresh:
+        out[cleared:] = 0
 
 
 def accumulate_windows(x, y, p, starts, ends, slots, out, W, H, P, zero=False) -> None:
@@ -369,6 +386,8 @@ def accumulate_windows(x, y, p, starts, ends, slots, out, W, H, P, zero=False) -
         _accumulate_disjoint_np(x, y, p, starts, ends, slots, out, W, H, P, zero)
         return
     # overlapping or reordered windows: gather their events
+    if zero:
+        out[:] = 0
     hw, phw = H * W, P * H * W
     lengths = np.maximum(ends - starts, 0)
     idx = ranges(starts, ends)
@@ -394,31 +413,67 @@ def accumulate_windows(x, y, p, starts, ends, slots, out, W, H, P, zero=False) -
 # ToVoxelGrid: bilinear interpolation in time
 # ---------------------------------------------------------------------------
 def _voxel_nb(x, y, t, p, offsets, n_bins, out, W, H):
+    # Per chunk of a sample's events: one branch-free loop (vectorised; the
+    # polarity is a number, not a branch) giving each event's flat position
+    # and its two weights while taking the extremes of pixels and bins, then
+    # the scatter, unchecked when the chunk's pixels and bins are all inside
+    # (the usual case; a sample's last chunk reaches the last bin). Columns
+    # are sliced per chunk so that indices are known to be non-negative.
     hw = H * W
+    vol = n_bins * hw
+    w_u = np.uint64(W)
+    pos = np.empty(_CHUNK, np.int64)
+    w_left = np.empty(_CHUNK, np.float32)
+    w_right = np.empty(_CHUNK, np.float32)
     for s in range(len(offsets) - 1):
         a = offsets[s]
         b = offsets[s + 1]
-        out[s * n_bins * hw:(s + 1) * n_bins * hw] = 0  # cleared here, while in cache
+        o = out[s * vol:(s + 1) * vol]
+        o[:] = 0  # cleared here, while in cache
         if b <= a:
             continue
         t0 = t[a]
         dur = t[b - 1] - t0
         scale = n_bins / dur if dur != 0 else 0.0
-        base = s * n_bins * hw
-        for i in range(a, b):
-            xi = np.int64(x[i])
-            yi = np.int64(y[i])
-            if xi >= W or yi >= H:
-                continue
-            ts = (t[i] - t0) * scale
-            ti = np.int64(ts)
-            frac = ts - ti
-            v = 1.0 if p[i] > 0 else -1.0
-            pix = base + yi * W + xi
-            if 0 <= ti < n_bins:
-                out[pix + ti * hw] += v * (1.0 - frac)
-            if 0 <= ti + 1 < n_bins:
-                out[pix + (ti + 1) * hw] += v * frac
+        while a < b:
+            m = min(_CHUNK, b - a)
+            xs = x[a:a + m]
+            ys = y[a:a + m]
+            ts_ = t[a:a + m]
+            ps = p[a:a + m]
+            mx = np.uint64(0)
+            my = np.uint64(0)
+            lo = n_bins
+            hi = -1
+            for i in range(m):
+                xi = np.uint64(xs[i])
+                yi = np.uint64(ys[i])
+                mx = max(mx, xi)
+                my = max(my, yi)
+                tb = (ts_[i] - t0) * scale
+                ti = np.int64(tb)
+                frac = tb - ti
+                v = 2.0 * (ps[i] > 0) - 1.0
+                w_left[i] = v * (1.0 - frac)
+                w_right[i] = v * frac
+                pos[i] = ti * hw + np.int64(yi * w_u + xi)
+                lo = min(lo, ti)
+                hi = max(hi, ti)
+            if mx < W and my < H and lo >= 0 and hi + 1 < n_bins:
+                for i in range(m):
+                    k = pos[i]
+                    o[k] += w_left[i]
+                    o[k + hw] += w_right[i]
+            else:
+                for i in range(m):
+                    if xs[i] < W and ys[i] < H:
+                        ti = np.int64((ts_[i] - t0) * scale)
+                        k = pos[i]
+                        if 0 <= ti < n_bins:
+                            o[k] += w_left[i]
+                        if 0 <= ti + 1 < n_bins:
+                            o[k + hw] += w_right[i]
+            a += m
 
 
 _voxel_jit = _jit(_voxel_nb)
@@ -432,54 +487,128 @@ def voxel_grid(x, y, t, p, offsets, n_bins, out, W, H) -> None:
     if _nb():
         _voxel_jit(x, y, t, p, offsets, n_bins, out, W, H)
         return
+    _voxel_np(x, y, t, p, offsets, n_bins, out, W, H)
+
+
+def _voxel_np(x, y, t, p, offsets, n_bins, out, W, H) -> None:
+    # Chunks of events, so that temporaries stay in cache: left and right bins
+    # and weights, then one bincount over the chunk's span of the output.
+    # Per-sample values are spread with repeat (a fancy-index gather costs 10x
+    # more) and the polarity sign is arithmetic, not a masked ufunc.
     out[:] = 0
-    if len(t) == 0:
+    n = len(t)
+    if n == 0:
         return
-    seg = segment_ids(offsets)
+    hw = H * W
+    B = len(offsets) - 1
     counts = np.diff(offsets)
     ne = counts > 0
-    t0 = np.zeros(len(counts), np.int64)
+    t0 = np.zeros(B, np.int64)
     t0[ne] = t[offsets[:-1][ne]]
-    dur = np.zeros(len(counts), np.int64)
+    dur = np.zeros(B, np.int64)
     dur[ne] = t[offsets[1:][ne] - 1] - t0[ne]
-    scale = np.divide(float(n_bins), dur, out=np.zeros(len(dur)), where=dur != 0)
-    ts = (t - np.repeat(t0, counts)).astype(np.float64)
-    ts *= np.repeat(scale, counts)
-    ti = ts.astype(np.int64)
-    frac = ts - ti
-    v = np.where(p > 0, 1.0, -1.0)
-    hw = H * W
-    inside = (x < W) & (y < H)
-    all_inside = bool(inside.all())
-    local = y.astype(np.int64) * W + x
-    base = seg * n_bins
-    sorted_t = len(t) < 2 or bool(np.all(t[1:] >= t[:-1]) or np.all(np.diff(base + ti) >= 0))
-    for shift in (0, 1):
-        w = v * (frac if shift else 1.0 - frac)
-        tb = ti + shift
-        ok = (tb >= 0) & (tb < n_bins)
-        if not all_inside:
-            ok &= inside
-        # out-of-range bins get weight 0 instead of a gather: frames stay in order
-        w[~ok] = 0.0
-        frame = base + np.clip(tb, 0, n_bins - 1)
-        lc = np.where(ok, local, 0) if not all_inside else local
-        if sorted_t:
-            frame_histogram(out, frame, lc, hw, w)
+    scale = np.divide(float(n_bins), dur, out=np.zeros(B), where=dur != 0)
+    first_frame = np.arange(B, dtype=np.int64) * n_bins
+    step = max(1 << 15, min(hw, 1 << 19))  # a chunk's span of the output ~ its events
+    for c0 in range(0, n, step):
+        c1 = min(n, c0 + step)
+        m = c1 - c0
+        s0 = int(np.searchsorted(offsets, c0, side="right")) - 1
+        s1 = int(np.searchsorted(offsets, c1 - 1, side="right"))
+        cnt = np.diff(np.clip(offsets[s0:s1 + 1], c0, c1))
+        xs, ys = x[c0:c1], y[c0:c1]
+        tb = t[c0:c1] - np.repeat(t0[s0:s1], cnt)
+        tb = np.multiply(tb, np.repeat(scale[s0:s1], cnt))  # time in bins
+        ti = tb.astype(np.int64)
+        w = np.empty(2 * m)  # left weights, then right weights
+        w_left, w_right = w[:m], w[m:]
+        np.subtract(tb, ti, out=w_right)
+        sign = (p[c0:c1] > 0).astype(np.float64)
+        sign *= 2.0
+        sign -= 1.0
+        w_right *= sign  # +-frac
+        np.subtract(sign, w_right, out=w_left)  # +-(1 - frac)
+        frame = np.repeat(first_frame[s0:s1], cnt)
+        idx = np.empty(2 * m, np.int64)  # left bins, then right bins (flat output positions)
+        left, right = idx[:m], idx[m:]
+        if xs.max() < W and ys.max() < H and ti.min() >= 0 and ti.max() <= n_bins:
+            # time-sorted samples: only a sample's last events lack a right (or left) bin
+            late = np.flatnonzero(ti >= n_bins - 1)
+            w_right[late] = 0.0
+            end = late[ti[late] == n_bins]
+            w_left[end] = 0.0
+            ti[end] = n_bins - 1
+            np.add(frame, ti, out=left)
+            left *= H
+            left += ys
+            left *= W
+            left += xs
+            np.add(left, hw, out=right)
         else:
-            scatter_add(out, frame * hw + lc, w)
+            inside = (xs < W) & (ys < H)
+            w_left[~(inside & (ti >= 0) & (ti < n_bins))] = 0.0
+            w_right[~(inside & (ti >= -1) & (ti < n_bins - 1))] = 0.0
+            pix = np.where(inside, ys.astype(np.int64) * W + xs, 0)
+            np.add(frame, np.clip(ti, 0, n_bins - 1), out=left)
+            np.add(frame, np.clip(ti + 1, 0, n_bins - 1), out=right)
+            idx *= hw
+            idx += np.concatenate((pix, pix))
+        lo = int(left.min())
+        idx -= lo
+        sums = np.bincount(idx, weights=w)[:len(out) - lo]  # a zero weight may point past the end
+        block = out[lo:lo + len(sums)]
+        np.add(block, sums, out=block, casting="unsafe")
 
 
 # ---------------------------------------------------------------------------
 # ToTimeSurface: exponentially decayed last-event times at frame boundaries
 # ---------------------------------------------------------------------------
+_LOG2E = np.float32(1.4426950408889634)
+_LN2 = np.float32(0.6931471805599453)
+_ROUND = np.float32(12582912.0)  # 1.5 * 2**23: adding it rounds a float32 to an integer
+_ROUND_BITS = np.int32(_ROUND.view(np.int32))
+_E0, _E1, _E2, _E3, _E4, _E5, _E6 = (np.float32(1.0 / c) for c in (1, 1, 2, 6, 24, 120, 720))
+_Z_MIN = np.float32(-127.0)  # 2**-127 is built as 0.0: exp of arguments below -88 is exactly 0
+_Z_MAX = np.float32(127.0)
+
+
+def _exp_nb(arg, out, scale_buf, m):
+    # float32 exp(arg[:m]) as 2**n * poly(r), |r| <= ln2 / 2 (degree-6 Taylor, relative
+    # error ~3e-7): three loops without calls or branches, so they vectorise (16
+    # float32 lanes), where a libm exp per element does not (~8x faster).
+    bits = scale_buf.view(np.int32)
+    for i in range(m):
+        z = min(max(arg[i] * _LOG2E, _Z_MIN), _Z_MAX)
+        rz = z + _ROUND
+        r = (z - (rz - _ROUND)) * _LN2
+        out[i] = _E0 + r * (_E1 + r * (_E2 + r * (_E3 + r * (_E4 + r * (_E5 + r * _E6)))))
+        scale_buf[i] = rz
+    for i in range(m):  # the integer n sits in the low bits of rz: make 2**n
+        bits[i] = (bits[i] - _ROUND_BITS + 127) << 23
+    for i in range(m):
+        out[i] *= scale_buf[i]
+
+
+_exp_jit = _jit(_exp_nb)
+
+
 def _time_surface_nb(x, y, t, p, offsets, f_sample, f_end, f_ref, tau, out, W, H, P):
     # The surface decays by one factor between frames, so a frame is the
-    # previous one times that factor (a vectorised multiply over the output),
-    # and only pixels with new events need an exp (once per pixel and frame).
+    # previous one times that factor (a vectorised multiply over the output);
+    # then each new event of the window writes exp((t - ref) / tau) at its
+    # pixel, in time order so that a pixel keeps its latest event. Events go
+    # by chunks: pixels (with maxima), then a vectorised exp of all their
+    # times (cheaper than finding each pixel's latest event first, whose
+    # read-after-write on a per-pixel stamp stalls), then the scatter,
+    # unchecked when the chunk is inside the sensor.
     hw = H * W
     phw = P * hw
-    stamp = np.full(phw, -1, np.int64)  # frame that last refreshed the pixel
+    w_u = np.uint64(W)
+    hw_u = np.uint64(hw)
+    pix = np.empty(_CHUNK, np.uint64)
+    arg = np.empty(_CHUNK, np.float32)
+    val = np.empty(_CHUNK, np.float32)
+    scale_buf = np.empty(_CHUNK, np.float32)
     f = 0
     nf = len(f_sample)
     inv_tau = 1.0 / tau
@@ -492,25 +621,44 @@ def _time_surface_nb(x, y, t, p, offsets, f_sample, f_end, f_ref, tau, out, W, H
         while f < nf and f_sample[f] == s:
             ref = f_ref[f]
             base = f * phw
+            cur = out[base:base + phw]
             if first:
-                out[base:base + phw] = 0.0
+                cur[:] = 0.0
                 first = False
             else:
+                prev = out[base - phw:base]
                 decay = np.float32(np.exp(-(ref - prev_ref) * inv_tau))
                 for k in range(phw):
-                    out[base + k] = out[base - phw + k] * decay
-            # newest event of each pixel first: walking the window backwards,
-            # the first visit of a pixel is its latest event
+                    cur[k] = prev[k] * decay
             e = f_end[f]
-            for j in range(e - 1, i - 1, -1):
-                xi = np.int64(x[j])
-                yi = np.int64(y[j])
-                pi = np.int64(p[j]) if P > 1 else 0
-                if xi < W and yi < H and pi < P:
-                    k = pi * hw + yi * W + xi
-                    if stamp[k] != f:
-                        stamp[k] = f
-                        out[base + k] = np.exp((t[j] - ref) * inv_tau)
+            a = i
+            while a < e:
+                m = min(_CHUNK, e - a)
+                xs = x[a:a + m]
+                ys = y[a:a + m]
+                ps = p[a:a + m]
+                ts_ = t[a:a + m]
+                mx = np.uint64(0)
+                my = np.uint64(0)
+                mp = np.uint64(0)
+                for j in range(m):
+                    xi = np.uint64(xs[j])
+                    yi = np.uint64(ys[j])
+                    pi = np.uint64(ps[j]) if P > 1 else np.uint64(0)
+                    mx = max(mx, xi)
+                    my = max(my, yi)
+                    mp = max(mp, pi)
+                    pix[j] = pi * hw_u + yi * w_u + xi
+                    arg[j] = np.float32((ts_[j] - ref) * inv_tau)
+                _exp_jit(arg, val, scale_buf, m)
+                if mx < W and my < H and (P == 1 or mp < P):
+                    for j in range(m):
+                        cur[pix[j]] = val[j]
+                else:
+                    for j in range(m):
+                        if xs[j] < W and ys[j] < H and (P == 1 or ps[j] < P):
+                            cur[pix[j]] = val[j]
+                a += m
             i = max(i, e)
             prev_ref = ref
             f += 1
@@ -527,29 +675,84 @@ def time_surface(x, y, t, p, offsets, f_sample, f_end, f_ref, tau, out, W, H, P)
     if _nb():
         _time_surface_jit(x, y, t, p, offsets, f_sample, f_end, f_ref, float(tau), out, W, H, P)
         return
+    _time_surface_np(x, y, t, p, offsets, f_sample, f_end, f_ref, tau, out, W, H, P)
+
+
+def _time_surface_np(x, y, t, p, offsets, f_sample, f_end, f_ref, tau, out, W, H, P) -> None:
+    # Groups of frames small enough to stay in cache. In a group, a table of
+    # keys (frame, pixel) starts at "nothing yet", takes each frame's new
+    # events by one scatter (in time order, so a pixel keeps its latest event),
+    # is carried forward over frames by a running maximum, then becomes
+    # exp((t - ref) / tau) in three ufunc passes. Keys are the time since the
+    # sample's first event plus ``BIG`` per sample (samples never mix in the
+    # running maximum); "nothing yet" sits ``gap`` below a sample's earliest
+    # key, where exp underflows to an exact 0 in float32, so no masking.
     F = len(f_sample)
-    phw = P * H * W
     if F == 0:
         return
-    seg = segment_ids(offsets)
-    ev = np.arange(len(t), dtype=np.int64)
-    chunk = np.searchsorted(f_end, ev, side="right")
-    pol = p.astype(np.int64) if P > 1 else np.zeros(len(p), np.int64)
-    ok = (chunk < F) & (x < W) & (y < H) & (pol < P)
-    ok[ok] &= f_sample[chunk[ok]] == seg[ok]
-    tmin = int(t.min()) if len(t) else 0
-    span = (int(t.max()) - tmin + 2) if len(t) else 2
-    sentinel = f_sample * span - 1
-    mem = np.repeat(sentinel, phw)
-    idx = chunk[ok] * phw + pol[ok] * (H * W) + y[ok].astype(np.int64) * W + x[ok]
-    mem[idx] = (t[ok] - tmin) + seg[ok] * span  # last assignment wins, as in time order
-    mem = mem.reshape(F, phw)
-    np.maximum.accumulate(mem, axis=0, out=mem)
-    empty = mem == sentinel[:, None]
-    real_t = (mem - (f_sample * span)[:, None] + tmin).astype(np.float64)
-    val = np.exp((real_t - f_ref[:, None]) / tau)
-    val[empty] = 0.0
-    out[:] = val.ravel()
+    hw = H * W
+    phw = P * hw
+    counts = np.diff(offsets)
+    ne = counts > 0
+    t_first = np.zeros(len(counts), np.int64)
+    t_first[ne] = t[offsets[:-1][ne]]
+    span = int((t[offsets[1:][ne] - 1] - t_first[ne]).max()) + 1 if ne.any() else 1
+    gap = int(np.ceil(120.0 * tau)) + 1  # exp(-120) is below float32's smallest value
+    big = span + gap
+    same = np.zeros(F, bool)
+    same[1:] = f_sample[1:] == f_sample[:-1]
+    lo = offsets[f_sample].copy()  # a frame's new events: [lo, f_end)
+    lo[same] = f_end[:-1][same[1:]]
+    lo = np.minimum(lo, f_end)
+    n_new = f_end - lo
+    ref_rel = f_ref - t_first[f_sample]
+    inv_tau = 1.0 / tau
+    G = max(1, (1 << 16) // phw)
+    mem_buf = np.empty((G + 1) * phw)  # + a trash row for events outside the sensor or frames
+    arg_buf = np.empty(G * phw, np.float32)
+    carry = None
+    for f0 in range(0, F, G):
+        f1 = min(F, f0 + G)
+        g = f1 - f0
+        mem = mem_buf[:g * phw].reshape(g, phw)
+        s_rel = f_sample[f0:f1] - f_sample[f0]
+        mem[:] = (s_rel * big - gap)[:, None].astype(np.float64)
+        e0, e1 = int(lo[f0]), int(f_end[f1 - 1])
+        if e1 > e0:
+            # frames' new events alternate with events between frames (after a sample's
+            # last window): those go to the trash row, so the columns are plain slices
+            seg_len = np.empty(2 * g - 1, np.int64)
+            seg_len[0::2] = n_new[f0:f1]
+            seg_len[1::2] = lo[f0 + 1:f1] - f_end[f0:f1 - 1]
+            row = np.full(2 * g - 1, g, np.int64)
+            row[0::2] = np.arange(g)
+            shift = np.zeros(2 * g - 1, np.int64)
+            shift[0::2] = s_rel * big - t_first[f_sample[f0:f1]]
+            xs, ys = x[e0:e1], y[e0:e1]
+            idx = np.repeat(row * phw, seg_len)
+            if P > 1:
+                pix = np.multiply(p[e0:e1], H, dtype=np.int64)
+                pix += ys
+            else:
+                pix = ys.astype(np.int64)
+            pix *= W
+            pix += xs
+            idx += pix
+            bad = _outside(x, y, p, e0, e1, W, H, P)
+            if bad is not None:
+                idx[bad] = g * phw
+            key = t[e0:e1] + np.repeat(shift, seg_len)
+            mem_buf[idx] = key  # the last assignment wins: the pixel's latest event
+        if carry is not None and same[f0]:
+            np.maximum(mem[0], carry - carry_shift, out=mem[0])
+        for r in range(1, g):  # row by row: maximum.accumulate(axis=0) runs down columns, 5x slower
+            np.maximum(mem[r], mem[r - 1], out=mem[r])
+        carry = mem[g - 1].copy()
+        carry_shift = s_rel[-1] * big
+        arg = arg_buf[:g * phw].reshape(g, phw)  # float32 from here: 2x faster exp
+        np.subtract(mem, (s_rel * big + ref_rel[f0:f1])[:, None], out=arg)
+        arg *= np.float32(inv_tau)
+        np.exp(arg, out=out[f0 * phw:f1 * phw].reshape(g, phw))
 
 
 # ---------------------------------------------------------------------------
@@ -642,90 +845,200 @@ def averaged_time_surface(x, y, t, group, n_groups, rho, time_window, tau, decay
 _NEVER = np.iinfo(np.int64).min // 4  # "no event yet": far enough from overflow
 
 
+def _forget(mem, x, y, a, b, W, pad, value):
+    # Clear a sample's pixel memory before the next sample: the touched pixels
+    # when the sample is short, the whole table (a vectorised fill) when not.
+    if 4 * (b - a) > len(mem):
+        mem[:] = value
+    else:
+        for i in range(a, b):
+            mem[(np.uint64(y[i]) + np.uint64(pad)) * np.uint64(W) + np.uint64(x[i]) + np.uint64(pad)] = value
+
+
+_forget_jit = _jit(_forget)
+
+
 def _denoise_nb(x, y, t, offsets, W, H, filter_time, keep):
-    # one int64 per pixel; after each sample only its touched pixels are reset
-    last = np.full(W * H, _NEVER, np.int64)
-    for s in range(len(offsets) - 1):
+    # One int64 per pixel with a border of never-firing pixels around the
+    # sensor, so the four neighbour reads need no bounds checks and the
+    # decision is a branch-free max (a data-dependent branch per event costs
+    # more than the reads).
+    # Indices are unsigned: numba then skips its negative-index wrap-around.
+    W2 = np.uint64(W + 2)
+    one = np.uint64(1)
+    last = np.full((W + 2) * (H + 2), _NEVER, np.int64)
+    B = len(offsets) - 1
+    for s in range(B):
         a = offsets[s]
         b = offsets[s + 1]
         for i in range(a, b):
-            xi = np.int64(x[i])
-            yi = np.int64(y[i])
-            ti = t[i] - filter_time
-            k = yi * W + xi
-            last[k] = t[i]
-            ok = False
-            if xi > 0 and last[k - 1] > ti:
-                ok = True
-            elif xi < W - 1 and last[k + 1] > ti:
-                ok = True
-            elif yi > 0 and last[k - W] > ti:
-                ok = True
-            elif yi < H - 1 and last[k + W] > ti:
-                ok = True
-            keep[i] = ok
-        for i in range(a, b):
-            last[np.int64(y[i]) * W + np.int64(x[i])] = _NEVER
+            k = (np.uint64(y[i]) + one) * W2 + np.uint64(x[i]) + one
+            ti = t[i]
+            last[k] = ti
+            m = max(max(last[k - one], last[k + one]), max(last[k - W2], last[k + W2]))
+            keep[i] = m > ti - filter_time
+        if s < B - 1:
+            _forget_jit(last, x, y, a, b, W + 2, 1, _NEVER)
 
 
 _denoise_jit = _jit(_denoise_nb)
 
 
-def _last_before(gpix_sorted, order, n, query_pix, query_pos):
-    """Position (in ``order``) of the last event at ``query_pix`` before ``query_pos``; -1 if none."""
-    keys = gpix_sorted * n + order
-    pos = np.searchsorted(keys, query_pix * n + query_pos, side="left") - 1
-    found = pos >= 0
-    found[found] &= gpix_sorted[pos[found]] == query_pix[found]
-    return np.where(found, pos, -1)
+def _stable_argsort(keys, n_keys):
+    """Stable argsort of int64 ``0 <= keys < n_keys`` by 16-bit digits, least significant first.
+
+    numpy sorts uint16 stably with a radix sort: two such passes (keys up to
+    2**32) cost about a seventh of its int64 stable (merge) sort.
+    """
+    order = None
+    shift = 0
+    while True:
+        k = keys if order is None else keys[order]
+        digit = (k >> shift if shift else k).astype(np.uint16)  # wraps modulo 2**16
+        o = np.argsort(digit, kind="stable")
+        order = o if order is None else order[o]
+        shift += 16
+        if (int(n_keys) - 1) >> shift <= 0:
+            return order
+
+
+def _pixel_runs(x, y, offsets, W, H):
+    """Events grouped by (sample, pixel), in input order inside a group.
+
+    Returns ``order`` (event positions) and the sorted group keys
+    ``sample * W * H + y * W + x``.
+    """
+    gpix = segment_ids(offsets) * (W * H)
+    gpix += y.astype(np.int64) * W
+    gpix += x
+    order = _stable_argsort(gpix, (len(offsets) - 1) * W * H)
+    return order, gpix[order]
+
+
+_CHUNK_EVENTS = 1 << 16
+
+
+def _sample_chunks(offsets, size):
+    """``(first, stop)`` sample ranges holding about ``size`` events each; a longer sample alone.
+
+    The numpy twins run chunk by chunk: their sorts and searches then stay in
+    cache, about twice as fast as one pass over a whole batch of N-MNIST
+    samples, and the Python loop is over chunks, not samples.
+    """
+    B = len(offsets) - 1
+    counts = np.diff(offsets)
+    long = np.flatnonzero(counts > size)
+    cuts = np.searchsorted(offsets, np.arange(size, int(offsets[-1]), size), side="left")
+    cuts = np.unique(np.concatenate(([0], cuts, long, long + 1, [B])))
+    return list(zip(cuts[:-1].tolist(), cuts[1:].tolist()))
+
+
+def _chunked_mask(fn, offsets, n, t=None, lookback=None):
+    """Concatenated ``fn(a, b, local_offsets, first, stop)`` keep masks over sample chunks.
+
+    With ``lookback``, a long time-sorted sample is cut into pieces too, each
+    run with the events of the ``lookback`` us before it (``fn``'s decision for
+    an event must depend only on earlier events less than ``lookback`` older).
+    """
+    size = _CHUNK_EVENTS
+    chunks = _sample_chunks(offsets, size)
+    keep = np.empty(n, np.bool_)
+    for c0, c1 in chunks:
+        a, b = int(offsets[c0]), int(offsets[c1])
+        if b <= a:
+            continue
+        if lookback is None or c1 - c0 > 1 or b - a <= 2 * size or np.any(t[a + 1:b] < t[a:b - 1]):
+            keep[a:b] = fn(a, b, offsets[c0:c1 + 1] - a, c0, c1)
+            continue
+        p0 = a
+        while p0 < b:  # pieces at least twice their look-back: at most a third is redone
+            l0 = a + int(np.searchsorted(t[a:p0], t[p0] - lookback, side="right"))
+            p1 = min(p0 + max(size, 2 * (p0 - l0)), b)
+            keep[p0:p1] = fn(l0, p1, np.array([0, p1 - l0], np.int64), c0, c1)[p0 - l0:]
+            p0 = p1
+    return keep
+
+
+def _denoise_np(x, y, t, offsets, W, H, filter_time):
+    # Events grouped by (sample, pixel) then position: the last event of a
+    # neighbour pixel before an event is a predecessor search in that order,
+    # and the queries of one direction come in sorted order too (the key
+    # shifted by a constant), which keeps the binary searches in cache.
+    n = len(t)
+    order, gs = _pixel_runs(x, y, offsets, W, H)
+    if (len(offsets) - 1) * W * H >= (2**62) // max(n, 1):  # composite key would overflow
+        keep = np.zeros(n, np.bool_)
+        for s in range(len(offsets) - 1):  # gigantic batches only
+            a, b = int(offsets[s]), int(offsets[s + 1])
+            keep[a:b] = _denoise_np(x[a:b], y[a:b], t[a:b], np.array([0, b - a]), W, H, filter_time)
+        return keep
+    # position 0 holds a sentinel that precedes every query and matches no pixel,
+    # so a predecessor always exists and needs no bounds check
+    key = np.empty(n + 1, np.int64)
+    key[0] = -1
+    np.multiply(gs, n, out=key[1:])
+    key[1:] += order
+    group = np.empty(n + 1, np.int64)
+    group[0] = -1
+    group[1:] = gs
+    ts = np.empty(n + 1, np.int64)
+    np.take(t, order, out=ts[1:])
+    ts[0] = 0
+    recent = ts[1:] - filter_time  # a neighbour event after this counts
+    xs, ys = x[order], y[order]
+    keep_s = np.zeros(n, np.bool_)
+    for d, ok in ((-1, xs > 0), (1, xs < W - 1), (-W, ys > 0), (W, ys < H - 1)):
+        ok &= ~keep_s
+        cand = np.flatnonzero(ok)
+        pos = np.searchsorted(key, key[cand + 1] + d * n, side="left") - 1
+        hit = group[pos] == gs[cand] + d
+        hit &= ts[pos] > recent[cand]
+        keep_s[cand] = hit
+    keep = np.empty(n, np.bool_)
+    keep[order] = keep_s
+    return keep
 
 
 def denoise(x, y, t, offsets, W, H, filter_time) -> np.ndarray:
-    """Keep mask: an event survives if a 4-neighbour pixel fired less than ``filter_time`` before it."""
+    """Keep mask: an event survives if a 4-neighbour pixel fired less than ``filter_time`` before it.
+
+    Every ``x < W`` and ``y < H``; samples are independent.
+    """
     n = len(t)
-    keep = np.zeros(n, dtype=np.bool_)
     if n == 0:
-        return keep
+        return np.zeros(0, np.bool_)
     if _nb():
+        keep = np.empty(n, dtype=np.bool_)
         _denoise_jit(x, y, t, offsets, W, H, np.int64(filter_time), keep)
         return keep
-    xi = x.astype(np.int64)
-    yi = y.astype(np.int64)
-    gpix = segment_ids(offsets) * (W * H) + yi * W + xi
-    order = np.argsort(gpix, kind="stable")
-    gs = gpix[order]
-    ev = np.arange(n, dtype=np.int64)
-    for dx, dy, ok in ((-1, 0, xi > 0), (1, 0, xi < W - 1), (0, -1, yi > 0), (0, 1, yi < H - 1)):
-        cand = np.flatnonzero(ok & ~keep)
-        pos = _last_before(gs, order, n, gpix[cand] + dy * W + dx, ev[cand])
-        hit = pos >= 0
-        tp = t[order[pos[hit]]]
-        keep[cand[hit]] = tp + filter_time > t[cand[hit]]
-    return keep
+    ft = int(filter_time)
+    return _chunked_mask(lambda a, b, off, c0, c1: _denoise_np(x[a:b], y[a:b], t[a:b], off, W, H, ft),
+                         offsets, n, t, max(ft, 0))
 
 
 def _refractory_nb(x, y, t, offsets, W, H, period, keep):
     last = np.full(W * H, _NEVER, np.int64)
-    for s in range(len(offsets) - 1):
+    Wu = np.uint64(W)
+    B = len(offsets) - 1
+    for s in range(B):
         a = offsets[s]
         b = offsets[s + 1]
         ps = period[s]
         for i in range(a, b):
-            k = np.int64(y[i]) * W + np.int64(x[i])
+            k = np.uint64(y[i]) * Wu + np.uint64(x[i])  # unsigned: no wrap-around checks
             ti = t[i]
-            keep[i] = last[k] == _NEVER or ti - last[k] > ps
+            prev = last[k]
+            keep[i] = (prev == _NEVER) | (ti - prev > ps)
             last[k] = ti
-        for i in range(a, b):
-            last[np.int64(y[i]) * W + np.int64(x[i])] = _NEVER
+        if s < B - 1:
+            _forget_jit(last, x, y, a, b, W, 0, _NEVER)
 
 
 _refractory_jit = _jit(_refractory_nb)
 
 
 def _previous_same_pixel(x, y, offsets, W, H):
-    gpix = segment_ids(offsets) * (W * H) + y.astype(np.int64) * W + x
-    order = np.argsort(gpix, kind="stable")
-    gs = gpix[order]
+    order, gs = _pixel_runs(x, y, offsets, W, H)
     first = np.ones(len(order), bool)
     first[1:] = gs[1:] != gs[:-1]
     return order, gs, first
@@ -741,28 +1054,39 @@ def refractory(x, y, t, offsets, W, H, period) -> np.ndarray:
     if _nb():
         _refractory_jit(x, y, t, offsets, W, H, period, keep)
         return keep
+    return _chunked_mask(lambda a, b, off, c0, c1: _refractory_np(x[a:b], y[a:b], t[a:b], off, W, H,
+                                                                 period[c0:c1]),
+                         offsets, n, t, max(int(period.max()), 0) + 1)
+
+
+def _refractory_np(x, y, t, offsets, W, H, period):
     order, gs, first = _previous_same_pixel(x, y, offsets, W, H)
     ts = t[order]
-    ok = first.copy()
-    ok[1:] |= (ts[1:] - ts[:-1]) > np.repeat(period, np.diff(offsets))[order][1:]
+    ok = first
+    if np.all(period == period[0]):
+        ok[1:] |= (ts[1:] - ts[:-1]) > period[0]
+    else:
+        ok[1:] |= (ts[1:] - ts[:-1]) > period[gs[1:] // (W * H)]
+    keep = np.empty(len(t), np.bool_)
     keep[order] = ok
     return keep
 
 
 def _decimate_nb(x, y, offsets, W, H, n, keep):
     count = np.zeros(W * H, np.int64)
-    for s in range(len(offsets) - 1):
+    Wu = np.uint64(W)
+    B = len(offsets) - 1
+    for s in range(B):
         a = offsets[s]
         b = offsets[s + 1]
         for i in range(a, b):
-            k = np.int64(y[i]) * W + np.int64(x[i])
+            k = np.uint64(y[i]) * Wu + np.uint64(x[i])  # unsigned: no wrap-around checks
             c = count[k] + 1
-            if c >= n:
-                c = 0
-                keep[i] = True
-            count[k] = c
-        for i in range(a, b):
-            count[np.int64(y[i]) * W + np.int64(x[i])] = 0
+            hit = c >= n
+            keep[i] = hit
+            count[k] = 0 if hit else c
+        if s < B - 1:
+            _forget_jit(count, x, y, a, b, W, 0, 0)
 
 
 _decimate_jit = _jit(_decimate_nb)
@@ -776,9 +1100,15 @@ def decimate(x, y, offsets, W, H, n) -> np.ndarray:
     if _nb():
         _decimate_jit(x, y, offsets, W, H, np.int64(n), keep)
         return keep
+    return _chunked_mask(lambda a, b, off, c0, c1: _decimate_np(x[a:b], y[a:b], off, W, H, n),
+                         offsets, len(x))
+
+
+def _decimate_np(x, y, offsets, W, H, n):
     order, gs, first = _previous_same_pixel(x, y, offsets, W, H)
     start = np.flatnonzero(first)
     rank = np.arange(len(order)) - np.repeat(start, np.diff(np.append(start, len(order))))
+    keep = np.empty(len(x), np.bool_)
     keep[order] = (rank + 1) % n == 0
     return keep
 
@@ -787,6 +1117,9 @@ def decimate(x, y, offsets, W, H, n) -> np.ndarray:
 # RandomTimeReversal
 # ---------------------------------------------------------------------------
 def _reverse_nb(x, y, t, p, offsets, pick, flip_p, nx, ny, nt, np_):
+    # Column by column, with unsigned indices: a signed ``b - 1 - i`` makes
+    # numba check for negative (wrap-around) indices, which keeps the loop
+    # from vectorising (5x slower measured).
     for s in range(len(offsets) - 1):
         a = offsets[s]
         b = offsets[s + 1]
@@ -796,67 +1129,546 @@ def _reverse_nb(x, y, t, p, offsets, pick, flip_p, nx, ny, nt, np_):
             nt[a:b] = t[a:b]
             np_[a:b] = p[a:b]
             continue
+        m = np.uint64(b - a)
+        ua = np.uint64(a)
+        ul = np.uint64(b - 1)
         tmax = t[a]
-        for i in range(a, b):
-            if t[i] > tmax:
-                tmax = t[i]
-        for i in range(a, b):
-            j = a + b - 1 - i
-            nx[i] = x[j]
-            ny[i] = y[j]
-            nt[i] = tmax - t[j]
-            if flip_p:
-                np_[i] = 0 if p[j] > 0 else 1
-            else:
-                np_[i] = p[j]
+        for i in range(ua, ua + m):
+            tmax = max(tmax, t[i])
+        for i in range(m):
+            nx[ua + i] = x[ul - i]
+        for i in range(m):
+            ny[ua + i] = y[ul - i]
+        for i in range(m):
+            nt[ua + i] = tmax - t[ul - i]
+        if flip_p:
+            for i in range(m):
+                np_[ua + i] = p[ul - i] == 0
+        else:
+            for i in range(m):
+                np_[ua + i] = p[ul - i]
 
 
 _reverse_jit = _jit(_reverse_nb)
 
 
+def _reverse_np(x, y, t, p, offsets, pick, flip_p, nx, ny, nt, np_):
+    counts = np.diff(offsets)
+    B = len(counts)
+    picked = np.flatnonzero(pick & (counts > 0))
+    if len(picked) * 256 > int(offsets[-1]):
+        # many short samples: one gather through a mirrored index
+        a, b = offsets[:-1], offsets[1:]
+        ev = np.repeat(pick, counts)
+        idx = np.arange(len(t), dtype=np.int64)
+        src = np.where(ev, np.repeat(a + b - 1, counts) - idx, idx)
+        tmax = np.zeros(B, np.int64)
+        ne = counts > 0
+        tmax[ne] = np.maximum.reduceat(t, a[ne])  # nonempty starts are distinct
+        np.take(x, src, out=nx)
+        np.take(y, src, out=ny)
+        np.take(t, src, out=nt)
+        np.subtract(np.repeat(tmax, counts), nt, out=nt, where=ev)
+        np.take(p, src, out=np_)
+        if flip_p:
+            np_[ev] = np_[ev] == 0
+        return
+    # long samples: reversed slices (a loop over the picked samples, each step one block copy)
+    if len(picked) < B:
+        nx[:], ny[:], nt[:], np_[:] = x, y, t, p
+    nonempty = counts > 0
+    tmax = np.zeros(B, np.int64)
+    tmax[nonempty] = np.maximum.reduceat(t, offsets[:-1][nonempty])  # nonempty starts are distinct
+    for s, tm in zip(picked.tolist(), tmax[picked].tolist()):
+        a, b = int(offsets[s]), int(offsets[s + 1])
+        r = slice(b - 1, a - 1 if a else None, -1)
+        nx[a:b] = x[r]
+        ny[a:b] = y[r]
+        np.subtract(tm, t[r], out=nt[a:b])
+        if flip_p:
+            np.equal(p[r], 0, out=np_[a:b], casting="unsafe")
+        else:
+            np_[a:b] = p[r]
+
+
 def reverse_samples(x, y, t, p, offsets, pick, flip_p):
-    """Columns with the picked samples played backwards (``t -> max(t) - t``); numba only."""
+    """Columns with the picked samples played backwards: order reversed, ``t -> max(t) - t``.
+
+    ``flip_p`` also swaps ON and OFF (``p -> p == 0``) in the picked samples.
+    """
     out = (np.empty_like(x), np.empty_like(y), np.empty_like(t), np.empty_like(p))
-    _reverse_jit(x, y, t, p, offsets, pick, flip_p, *out)
+    pick = np.asarray(pick, np.bool_)
+    if _nb():
+        _reverse_jit(x, y, t, p, offsets, pick, flip_p, *out)
+    else:
+        _reverse_np(x, y, t, p, offsets, pick, flip_p, *out)
     return out
 
 
 # ---------------------------------------------------------------------------
 # DropEvent: an exact number of events per sample, uniformly
 # ---------------------------------------------------------------------------
-def _drop_exact_nb(u, offsets, n_drop, keep):
-    # selection sampling (Knuth's algorithm S): one pass, exact count, uniform subsets
+# Definition shared by both backends (so they agree event for event): every
+# event carries a random 32-bit key, and a sample drops its ``n_drop`` events
+# with the smallest (key, position). Finding them needs no sort of the sample:
+# the ``n_drop``-th smallest of ``c`` uniform keys lies near ``n_drop / c`` of the
+# key range, so events below a band around it are dropped, events above it
+# kept, and only the few inside the band (a binomial margin: a few per cent of
+# the events) are ranked. A sample whose band misses (rare) ranks all its events.
+_BAND_SIGMAS = 6.0
+
+
+def _drop_band(counts, n_drop):
+    """Per-sample key band ``[lo, hi]`` (uint32, inclusive) expected to hold the ``n_drop``-th key."""
+    c = np.maximum(counts, 1).astype(np.float64)
+    q = n_drop / c
+    half = _BAND_SIGMAS * np.sqrt(q * (1 - q) / c) + 2.0 / c
+    lo = np.clip(np.floor((q - half) * 2.0**32), 0, 2.0**32 - 1)
+    hi = np.clip(np.ceil((q + half) * 2.0**32), 0, 2.0**32 - 1)
+    return lo.astype(np.uint32), hi.astype(np.uint32)
+
+
+def _drop_exact_nb(key, offsets, n_drop, lo, hi, keep, band_key, band_pos):
     for s in range(len(offsets) - 1):
-        need = n_drop[s]
-        remaining = offsets[s + 1] - offsets[s]
-        for i in range(offsets[s], offsets[s + 1]):
-            if u[i] * remaining < need:
-                keep[i] = False
-                need -= 1
-            else:
-                keep[i] = True
-            remaining -= 1
+        a = offsets[s]
+        b = offsets[s + 1]
+        k = n_drop[s]
+        if k <= 0:
+            keep[a:b] = True
+            continue
+        if k >= b - a:
+            keep[a:b] = False
+            continue
+        low = lo[s]
+        high = hi[s]
+        below = 0
+        mu = np.uint64(0)  # unsigned: no wrap-around checks on the band writes
+        for i in range(a, b):  # branch-free: the three cases are unpredictable
+            v = key[i]
+            below += v < low
+            band_key[mu] = v
+            band_pos[mu] = i
+            mu += np.uint64((v >= low) & (v <= high))
+        m = np.int64(mu)
+        if below > k or below + m < k:  # the band missed: rank the whole sample
+            low = np.uint32(0)
+            below = 0
+            m = 0
+            for i in range(a, b):
+                band_key[m] = key[i]
+                band_pos[m] = i
+                m += 1
+        for i in range(np.uint64(a), np.uint64(b)):
+            keep[i] = key[i] >= low
+        need = k - below
+        if need <= 0:
+            continue
+        # the need-th smallest band key, then drop the keys under it and the first ties
+        cut = np.partition(band_key[:m], need - 1)[need - 1]
+        ties = need
+        for j in range(m):
+            ties -= band_key[j] < cut
+        for j in range(m):
+            v = band_key[j]
+            if v < cut:
+                keep[band_pos[j]] = False
+            elif v == cut and ties > 0:
+                keep[band_pos[j]] = False
+                ties -= 1
 
 
 _drop_exact_jit = _jit(_drop_exact_nb)
 
 
-def drop_exact(u, offsets, n_drop) -> np.ndarray:
-    """Keep mask dropping exactly ``n_drop[s]`` events of sample ``s``, chosen by uniforms ``u``.
+def _drop_exact_np(key, offsets, n_drop, lo, hi):
+    counts = np.diff(offsets)
+    B = len(counts)
+    full = (n_drop <= 0) | (n_drop >= counts)  # keep all / drop all: no ranking
+    part = ~full
+    if not part.any():
+        return np.repeat(n_drop <= 0, counts)
+    # one band for all samples when the per-sample bands nearly coincide (a fixed ratio)
+    lo_p, hi_p = lo[part].astype(np.int64), hi[part].astype(np.int64)
+    if hi_p.max() - lo_p.min() <= 2 * (hi_p - lo_p).max() + 2**24:
+        lo_e, hi_e = np.uint32(lo_p.min()), np.uint32(hi_p.max())
+    else:
+        lo_e, hi_e = np.repeat(lo, counts), np.repeat(hi, counts)
+    below = key < lo_e
+    inband = key <= hi_e
+    inband &= ~below
+    n_below = np.diff(np.searchsorted(np.flatnonzero(below), offsets))
+    band = np.flatnonzero(inband)
+    n_band = np.diff(np.searchsorted(band, offsets))
+    missed = part & ((n_below > n_drop) | (n_below + n_band < n_drop))
+    if missed.any():  # rank every event of those samples
+        whole = ranges(offsets[:-1][missed], offsets[1:][missed])
+        below[whole] = False
+        n_below[missed] = 0
+        band = np.union1d(band, whole)
+        n_band = np.diff(np.searchsorted(band, offsets))
+    keep = ~below
+    if len(band):
+        seg = np.repeat(np.arange(B, dtype=np.int64), n_band)
+        order = _stable_argsort((seg << 32) | key[band], B << 32)  # by sample, key, position
+        rank = np.arange(len(band)) - np.repeat(np.cumsum(n_band) - n_band, n_band)
+        drop = rank < (n_drop - n_below)[seg]
+        keep[band[order[drop]]] = False
+    if full.any():
+        keep[ranges(offsets[:-1][full], offsets[1:][full])] = np.repeat(n_drop[full] <= 0, counts[full])
+    return keep
 
-    The two backends pick different (equally uniform) subsets from the same ``u``.
+
+def drop_exact(key, offsets, n_drop) -> np.ndarray:
+    """Keep mask dropping the ``n_drop[s]`` events of sample ``s`` with the smallest (key, position).
+
+    ``key`` holds uniform random uint32, one per event: the dropped subset
+    of each sample is uniform, and both backends drop the same events.
     """
-    n = len(u)
-    n_drop = np.asarray(n_drop, np.int64)
+    n = len(key)
+    if n == 0:
+        return np.ones(0, np.bool_)
+    counts = np.diff(offsets)
+    n_drop = np.clip(np.asarray(n_drop, np.int64), 0, counts)
+    lo, hi = _drop_band(counts, n_drop)
     if _nb():
         keep = np.empty(n, np.bool_)
-        _drop_exact_jit(u, offsets, n_drop, keep)
+        m = int(counts.max()) + 1
+        _drop_exact_jit(key, offsets, n_drop, lo, hi, keep, np.empty(m, np.uint32), np.empty(m, np.int64))
         return keep
+    return _drop_exact_np(key, offsets, n_drop, lo, hi)
+
+
+def random_keys(rng, n) -> np.ndarray:
+    """``n`` uniform uint32 from ``rng`` (the raw 64-bit output split in two when the bit generator has one)."""
+    bg = rng.bit_generator
+    if isinstance(bg, (np.random.PCG64, np.random.PCG64DXSM, np.random.SFC64, np.random.Philox)):
+        return bg.random_raw((n + 1) // 2).view(np.uint32)[:n]
+    return rng.integers(0, 2**32, n, dtype=np.uint32)
+
+
+# ---------------------------------------------------------------------------
+# per-event arithmetic: Downsample, TimeSkew, TimeJitter; merging: UniformNoise
+# ---------------------------------------------------------------------------
+_BLOCK = 1 << 15  # events per step of the numpy twins: their float temporaries stay in cache
+
+
+def _affine_nb(src, factor, offset, out):
+    for i in range(len(src)):
+        out[i] = np.int64(src[i] * factor + offset)  # truncated toward 0, then wrapped into out's dtype
+
+
+_affine_jit = _jit(_affine_nb)
+
+
+def affine(src, factor, offset, dtype) -> np.ndarray:
+    """``src * factor + offset`` in float64, truncated toward zero, as ``dtype`` (what ``astype`` gives)."""
+    out = np.empty(len(src), dtype)
+    factor, offset = float(factor), float(offset)
+    if _nb():
+        _affine_jit(src, factor, offset, out)
+        return out
+    buf = np.empty(min(len(src), _BLOCK), np.float64)
+    for a in range(0, len(src), _BLOCK):
+        b = min(a + _BLOCK, len(src))
+        step = buf[:b - a]
+        np.multiply(src[a:b], factor, out=step)
+        if offset:
+            step += offset
+        np.copyto(out[a:b], step, casting="unsafe")
+    return out
+
+
+def _jitter_nb(t, noise, std, out):
+    lowest = np.int64(0)
+    for i in range(len(t)):
+        v = t[i] + np.int64(np.rint(noise[i] * std))
+        out[i] = v
+        lowest = min(lowest, v)  # a min reduction vectorises, an "any" flag does not
+    return lowest < 0
+
+
+_jitter_jit = _jit(_jitter_nb)
+
+
+def jitter_times(t, noise, std):
+    """``t + rint(noise * std)`` (float32 noise and product) and whether any result is negative."""
+    out = np.empty(len(t), np.int64)
+    std = np.float32(std)
+    if _nb():
+        return out, bool(_jitter_jit(t, noise, std, out))
+    buf = np.empty(min(len(t), _BLOCK), np.float32)
+    negative = False
+    for a in range(0, len(t), _BLOCK):
+        b = min(a + _BLOCK, len(t))
+        step = buf[:b - a]
+        np.multiply(noise[a:b], std, out=step)
+        np.rint(step, out=step)
+        np.add(t[a:b], step.astype(np.int64), out=out[a:b])
+        negative = negative or bool(out[a:b].min() < 0)
+    return out, negative
+
+
+def _spatial_jitter_nb(x, y, g, l00, l01, l10, l11, W, H, nx, ny, inside):
+    outside = 0
+    for i in range(len(x)):
+        g0 = g[i, 0]
+        g1 = g[i, 1]
+        xi = np.int64(x[i]) + np.int64(np.rint(g0 * l00 + g1 * l01))
+        yi = np.int64(y[i]) + np.int64(np.rint(g0 * l10 + g1 * l11))
+        ok = (xi >= 0) & (xi < W) & (yi >= 0) & (yi < H)
+        inside[i] = ok
+        outside += not ok
+        nx[i] = min(max(xi, 0), W - 1)
+        ny[i] = min(max(yi, 0), H - 1)
+    return outside
+
+
+_spatial_jitter_jit = _jit(_spatial_jitter_nb)
+
+
+def spatial_jitter(x, y, g, L, W, H):
+    """Coordinates moved by ``rint(g @ L.T)`` and clamped to the sensor, plus the mask of
+    events that stayed on it (None when all did). ``g`` is ``(n, 2)`` float64."""
+    n = len(x)
+    nx, ny = np.empty(n, np.uint16), np.empty(n, np.uint16)
+    inside = np.empty(n, np.bool_)
+    (l00, l01), (l10, l11) = (float(v) for v in L[0]), (float(v) for v in L[1])
+    if _nb():
+        outside = _spatial_jitter_jit(x, y, g, l00, l01, l10, l11, W, H, nx, ny, inside)
+        return nx, ny, (inside if outside else None)
+    outside = False
+    for a in range(0, n, _BLOCK):
+        b = min(a + _BLOCK, n)
+        g0, g1 = g[a:b, 0], g[a:b, 1]
+        for col, src, c0, c1, size in ((nx, x, l00, l01, W), (ny, y, l10, l11, H)):
+            z = g0 * c0
+            z += g1 * c1
+            moved = np.rint(z).astype(np.int64)
+            moved += src[a:b]
+            if col is nx:
+                ok = (moved >= 0) & (moved < size)
+            else:
+                ok &= (moved >= 0) & (moved < size)
+            np.clip(moved, 0, size - 1, out=moved)
+            col[a:b] = moved
+        inside[a:b] = ok
+        outside = outside or not ok.all()
+    return nx, ny, (inside if outside else None)
+
+
+def _boxes_nb(x, y, offsets, x0, y0, w, h, inside, dx, dy):
+    # uint16 differences wrap below the box: one comparison per axis
+    for s in range(len(offsets) - 1):
+        bx = np.uint16(x0[s])
+        by = np.uint16(y0[s])
+        bw = np.uint16(w[s])
+        bh = np.uint16(h[s])
+        for i in range(np.uint64(offsets[s]), np.uint64(offsets[s + 1])):  # unsigned: no wrap checks
+            u = np.uint16(x[i] - bx)
+            v = np.uint16(y[i] - by)
+            dx[i] = u
+            dy[i] = v
+            inside[i] = (u < bw) & (v < bh)
+
+
+_boxes_jit = _jit(_boxes_nb)
+
+
+def in_boxes(x, y, offsets, x0, y0, w, h):
+    """Per-sample boxes ``x0 <= x < x0 + w``, ``y0 <= y < y0 + h`` (per-sample int arrays, boxes on uint16).
+
+    Returns the inside mask and the coordinates relative to the box corner
+    (``x - x0``, ``y - y0`` as uint16, wrapped for events left of or above it).
+    """
+    n = len(x)
     counts = np.diff(offsets)
-    order = np.argsort(segment_ids(offsets) + u)  # random order inside each sample
-    rank = np.empty(n, np.int64)
-    rank[order] = np.arange(n) - np.repeat(offsets[:-1], counts)
-    return rank >= np.repeat(n_drop, counts)
+    box = [np.asarray(v, np.int64).astype(np.uint16) for v in (x0, y0, w, h)]
+    if _nb():
+        inside = np.empty(n, np.bool_)
+        dx, dy = np.empty(n, np.uint16), np.empty(n, np.uint16)
+        _boxes_jit(x, y, offsets, *box, inside, dx, dy)
+        return inside, dx, dy
+    # a value shared by all samples stays a scalar (no per-event copy)
+    ex, ey, ew, eh = (v[0] if len(v) and np.all(v == v[0]) else np.repeat(v, counts) for v in box)
+    dx = np.subtract(x, ex, dtype=np.uint16)
+    dy = np.subtract(y, ey, dtype=np.uint16)
+    inside = dx < ew
+    inside &= dy < eh
+    return inside, dx, dy
+
+
+def _in_intervals_nb(t, offsets, lo, hi, inside):
+    for s in range(len(offsets) - 1):
+        a = lo[s]
+        b = hi[s]
+        for i in range(np.uint64(offsets[s]), np.uint64(offsets[s + 1])):
+            inside[i] = (t[i] >= a) & (t[i] <= b)
+
+
+_in_intervals_jit = _jit(_in_intervals_nb)
+
+
+def in_intervals(t, offsets, lo, hi) -> np.ndarray:
+    """Mask of events with ``lo[s] <= t <= hi[s]`` in their sample ``s`` (int64 bounds)."""
+    lo = np.asarray(lo, np.int64)
+    hi = np.asarray(hi, np.int64)
+    if _nb():
+        inside = np.empty(len(t), np.bool_)
+        _in_intervals_jit(t, offsets, lo, hi, inside)
+        return inside
+    counts = np.diff(offsets)
+    # a bound shared by all samples stays a scalar (no per-event copy)
+    lo_e, hi_e = (v[0] if len(v) and np.all(v == v[0]) else np.repeat(v, counts) for v in (lo, hi))
+    inside = t >= lo_e
+    inside &= t <= hi_e
+    return inside
+
+
+def _pixel_lookup_nb(x, y, table, W, out):
+    Wu = np.uint64(W)
+    for i in range(len(x)):
+        out[i] = table[np.uint64(y[i]) * Wu + np.uint64(x[i])]
+
+
+_pixel_lookup_jit = _jit(_pixel_lookup_nb)
+
+
+def pixel_lookup(x, y, table, W) -> np.ndarray:
+    """``table[y * W + x]`` for every event (``table`` a flat boolean pixel map)."""
+    if _nb():
+        out = np.empty(len(x), np.bool_)
+        _pixel_lookup_jit(x, y, table, W, out)
+        return out
+    pix = y.astype(np.intp) * W
+    pix += x
+    return table[pix]
+
+
+def _hot_nb(x, y, offsets, W, limit, count, hot):
+    Wu = np.uint64(W)
+    B = len(offsets) - 1
+    for s in range(B):
+        a = offsets[s]
+        b = offsets[s + 1]
+        for i in range(a, b):
+            count[np.uint64(y[i]) * Wu + np.uint64(x[i])] += 1
+        lim = limit[s]
+        for i in range(a, b):
+            hot[i] = count[np.uint64(y[i]) * Wu + np.uint64(x[i])] > lim
+        if s < B - 1:
+            _forget_jit(count, x, y, a, b, W, 0, 0)
+
+
+_hot_jit = _jit(_hot_nb)
+
+
+def hot_pixel_events(x, y, offsets, W, H, limit) -> np.ndarray:
+    """Mask of events at pixels with more than ``limit[s]`` events in their sample ``s``."""
+    n = len(x)
+    limit = np.asarray(limit, np.float64)
+    if _nb():
+        hot = np.empty(n, np.bool_)
+        _hot_jit(x, y, offsets, W, limit, np.zeros(W * H, np.int64), hot)
+        return hot
+    hot = np.empty(n, np.bool_)
+    counts = np.diff(offsets)
+    per = max(1, (1 << 22) // max(W * H, 1))  # samples per bincount: bounded memory
+    for c0 in range(0, len(counts), per):
+        c1 = min(c0 + per, len(counts))
+        a, b = int(offsets[c0]), int(offsets[c1])
+        if b <= a:
+            continue
+        local = np.repeat(np.arange(c1 - c0, dtype=np.intp), counts[c0:c1]) * (W * H)
+        local += y[a:b].astype(np.intp) * W
+        local += x[a:b]
+        n_at = np.bincount(local, minlength=(c1 - c0) * W * H)
+        hot[a:b] = n_at[local] > np.repeat(limit[c0:c1], counts[c0:c1])
+    return hot
+
+
+def sorted_within_samples(t, offsets) -> bool:
+    """Whether ``t`` is non-decreasing inside every sample."""
+    n = len(t)
+    if n < 2:
+        return True
+    drop = t[1:] < t[:-1]
+    cuts = offsets[1:-1]
+    cuts = cuts[(cuts > 0) & (cuts < n)]
+    drop[cuts - 1] = False  # a new sample may start earlier
+    return not drop.any()
+
+
+def _copy_run(src, dst, i, o, m):
+    # unsigned indices: a plain loop numba vectorises
+    for k in range(np.uint64(m)):
+        dst[np.uint64(o) + k] = src[np.uint64(i) + k]
+
+
+_copy_run_jit = _jit(_copy_run)
+
+
+def _merge_nb(x, y, t, p, offsets, nx, ny, nt, np_, noffsets, ox, oy, ot, op):
+    # per noise event: binary search of its place, then one block copy of the events before it
+    o = 0
+    for s in range(len(offsets) - 1):
+        i = offsets[s]
+        b = offsets[s + 1]
+        for j in range(noffsets[s], noffsets[s + 1]):
+            v = nt[j]
+            lo = i
+            hi = b
+            while lo < hi:  # first event after v: at equal times the original comes first
+                mid = (lo + hi) >> 1
+                if t[mid] <= v:
+                    lo = mid + 1
+                else:
+                    hi = mid
+            m = lo - i
+            _copy_run_jit(x, ox, i, o, m)
+            _copy_run_jit(y, oy, i, o, m)
+            _copy_run_jit(t, ot, i, o, m)
+            _copy_run_jit(p, op, i, o, m)
+            o += m
+            i = lo
+            ox[o] = nx[j]
+            oy[o] = ny[j]
+            ot[o] = v
+            op[o] = np_[j]
+            o += 1
+        m = b - i
+        _copy_run_jit(x, ox, i, o, m)
+        _copy_run_jit(y, oy, i, o, m)
+        _copy_run_jit(t, ot, i, o, m)
+        _copy_run_jit(p, op, i, o, m)
+        o += m
+
+
+_merge_jit = _jit(_merge_nb)
+
+
+def merge_sorted(cols, offsets, new_cols, new_offsets):
+    """Merge time-sorted samples with time-sorted new events, sample by sample.
+
+    ``cols`` and ``new_cols`` are ``(x, y, t, p)``; at equal times the
+    original events come first. Returns the merged columns.
+    """
+    x, y, t, p = cols
+    nx, ny, nt, np_ = new_cols
+    total = len(t) + len(nt)
+    out = tuple(np.empty(total, c.dtype) for c in cols)
+    if _nb():
+        _merge_jit(x, y, t, p, offsets, nx, ny, nt, np_, new_offsets, *out)
+        return out
+    counts = np.diff(new_offsets)
+    sample = np.repeat(np.arange(len(counts), dtype=np.int64), counts)
+    before = searchsorted_segments(t, offsets, sample, nt + 1)  # original events at or before
+    is_new = np.zeros(total, np.bool_)
+    is_new[before + np.arange(len(nt))] = True
+    is_old = ~is_new
+    for o, c, nc in zip(out, cols, new_cols):
+        o[is_new] = nc
+        o[is_old] = c
+    return out
 
 
 # ---------------------------------------------------------------------------

@@ -88,35 +88,21 @@ class RandomTimeReversal(RandomMixin, EventTransform):
     seed: int | np.random.Generator | None = None
 
     def _apply(self, batch, rng):
-        B = len(batch)
-        counts = batch.counts
-        pick, ev = _chosen(rng, B, self.p, counts)
+        pick = rng.random(len(batch)) < self.p
         if not pick.any() or batch.n_events == 0:
             return batch.replace()
-        if K.get_backend() == "numba":
-            x, y, t, p = K.reverse_samples(batch.x, batch.y, batch.t, batch.p, batch.offsets,
-                                           pick, bool(self.flip_polarities))
-            return batch.replace(x, y, t, p)
-        a, b = batch.offsets[:-1], batch.offsets[1:]
-        idx = np.arange(batch.n_events, dtype=np.int64)
-        mirror = np.repeat(a + b - 1, counts) - idx
-        src = np.where(ev, mirror, idx)
-        tmax = np.zeros(B, np.int64)
-        ne = counts > 0
-        tmax[ne] = np.maximum.reduceat(batch.t, a[ne])  # nonempty starts are distinct
-        t = batch.t[src]
-        t = np.where(ev, np.repeat(tmax, counts) - t, t)
-        p = batch.p[src]
-        if self.flip_polarities:
-            p = np.where(ev, 1 - np.minimum(p, 1), p).astype(np.uint8)
-        return batch.replace(batch.x[src], batch.y[src], t, p)
+        x, y, t, p = K.reverse_samples(batch.x, batch.y, batch.t, batch.p, batch.offsets,
+                                       pick, bool(self.flip_polarities))
+        return batch.replace(x, y, t, p)
 
 
 @dataclass
 class DropEvent(RandomMixin, EventTransform):
     """Drop ``round(p * n)`` events of each sample, chosen uniformly without replacement.
 
-    ``p`` may be a ``(low, high)`` range drawn per sample.
+    ``p`` may be a ``(low, high)`` range drawn per sample. Each event gets a
+    random 32-bit key and a sample loses its events with the smallest keys
+    (ties by position), so both kernel backends drop the same events.
     """
 
     p: float | tuple = 0.1
@@ -128,7 +114,7 @@ class DropEvent(RandomMixin, EventTransform):
         n_drop = (ratio * counts + 0.5).astype(np.int64)
         if batch.n_events == 0 or not n_drop.any():
             return batch.replace()
-        return batch.take(K.drop_exact(rng.random(batch.n_events), batch.offsets, n_drop))
+        return batch.take(K.drop_exact(K.random_keys(rng, batch.n_events), batch.offsets, n_drop))
 
 
 @dataclass
@@ -153,8 +139,10 @@ class DropByTime(RandomMixin, EventTransform):
         t1[ne] = batch.t[batch.offsets[1:][ne] - 1]
         dur = (t1 - t0) * ratio
         start = t0 + rng.random(B) * (t1 - t0 - dur)
-        s, e = np.repeat(start, counts), np.repeat(start + dur, counts)
-        return batch.take(~((batch.t >= s) & (batch.t <= e)))
+        # integer times: t >= start and t <= start + dur as whole-us bounds
+        lo = np.ceil(start).astype(np.int64)
+        hi = np.floor(start + dur).astype(np.int64)
+        return batch.take(~K.in_intervals(batch.t, batch.offsets, lo, hi))
 
 
 @dataclass
@@ -166,7 +154,7 @@ class DropByArea(RandomMixin, EventTransform):
     seed: int | np.random.Generator | None = None
 
     def _apply(self, batch, rng):
-        B, counts = len(batch), batch.counts
+        B = len(batch)
         W, H = self.sensor_size[0], self.sensor_size[1]
         ratio = per_sample(self.area_ratio, B, rng)
         cw = (W * ratio).astype(np.int64)
@@ -175,10 +163,7 @@ class DropByArea(RandomMixin, EventTransform):
         y0 = (rng.random(B) * (H - ch + 1)).astype(np.int64)
         x0 = np.minimum(x0, W - cw)
         y0 = np.minimum(y0, H - ch)
-        xe, ye = np.repeat(x0, counts), np.repeat(y0, counts)
-        xi, yi = batch.x.astype(np.int64), batch.y.astype(np.int64)
-        inside = (xi >= xe) & (xi < xe + np.repeat(cw, counts)) & \
-                 (yi >= ye) & (yi < ye + np.repeat(ch, counts))
+        inside, _, _ = K.in_boxes(batch.x, batch.y, batch.offsets, x0, y0, cw, ch)
         return batch.take(~inside)
 
 
@@ -201,24 +186,23 @@ class DropPixel(EventTransform):
         W, H, _ = resolve_sensor(self.sensor_size, batch)
         W = max(W, int(batch.x.max()) + 1)
         H = max(H, int(batch.y.max()) + 1)
-        pix = batch.y.astype(np.int64) * W + batch.x
-        drop = np.zeros(batch.n_events, bool)
+        drop = None
         if self.coordinates is not None and len(self.coordinates):
             c = np.asarray(self.coordinates, np.int64).reshape(-1, 2)
             c = c[(c[:, 0] >= 0) & (c[:, 0] < W) & (c[:, 1] >= 0) & (c[:, 1] < H)]
             table = np.zeros(W * H, bool)
             table[c[:, 1] * W + c[:, 0]] = True
-            drop |= table[pix]
+            drop = K.pixel_lookup(batch.x, batch.y, table, W)
         if self.hot_pixel_frequency is not None:
             B, counts = len(batch), batch.counts
             ne = counts > 0
             dur = np.zeros(B)
             dur[ne] = batch.t[batch.offsets[1:][ne] - 1] - batch.t[batch.offsets[:-1][ne]]
             limit = self.hot_pixel_frequency * dur * 1e-6
-            gpix = K.segment_ids(batch.offsets) * (W * H) + pix
-            n = np.bincount(gpix, minlength=B * W * H)
-            hot = n > np.repeat(limit, W * H)
-            drop |= hot[gpix]
+            hot = K.hot_pixel_events(batch.x, batch.y, batch.offsets, W, H, limit)
+            drop = hot if drop is None else drop | hot
+        if drop is None:
+            return batch.replace()
         return batch.take(~drop)
 
 
@@ -237,10 +221,9 @@ class TimeJitter(RandomMixin, EventTransform):
 
     def _apply(self, batch, rng):
         noise = rng.standard_normal(batch.n_events, dtype=np.float32)
-        noise *= np.float32(self.std)
-        t = batch.t + np.rint(noise).astype(np.int64)
+        t, negative = K.jitter_times(batch.t, noise, self.std)
         out = batch.replace(t=t)
-        if self.clip_negative:
+        if self.clip_negative and negative:
             out = out.take(t >= 0)
         return _sort_within_samples(out) if self.sort_timestamps else out
 
@@ -267,17 +250,13 @@ class SpatialJitter(RandomMixin, EventTransform):
         # Cholesky factor (semi-definite covariances allowed)
         w, v = np.linalg.eigh(cov)
         L = v * np.sqrt(np.maximum(w, 0))
-        z = rng.standard_normal((n, 2)) @ L.T
-        x = batch.x + np.rint(z[:, 0]).astype(np.int64)
-        y = batch.y + np.rint(z[:, 1]).astype(np.int64)
+        g = rng.standard_normal((n, 2))  # moves are rint(g @ L.T)
         W, H = self.sensor_size[0], self.sensor_size[1]
-        if self.clip_outliers:
-            keep = (x >= 0) & (x < W) & (y >= 0) & (y < H)
-            out = batch.replace(x=np.clip(x, 0, W - 1).astype(np.uint16),
-                                y=np.clip(y, 0, H - 1).astype(np.uint16))
-            return out.take(keep)
-        return batch.replace(x=np.clip(x, 0, W - 1).astype(np.uint16),
-                             y=np.clip(y, 0, H - 1).astype(np.uint16))
+        x, y, inside = K.spatial_jitter(batch.x, batch.y, g, L, int(W), int(H))
+        out = batch.replace(x=x, y=y)
+        if self.clip_outliers and inside is not None:
+            return out.take(inside)
+        return out
 
 
 @dataclass
@@ -298,7 +277,7 @@ class TimeSkew(RandomMixin, EventTransform):
             c, o = float(self.coefficient), self.offset
             if c == 1.0 and float(o) == int(o):
                 return batch.replace(t=batch.t + int(o))
-            return batch.replace(t=(batch.t * c + o).astype(np.int64))  # truncates toward 0
+            return batch.replace(t=K.affine(batch.t, c, o, np.int64))  # truncates toward 0
         c = per_sample(self.coefficient, B, rng)
         o = per_sample(self.offset, B, rng)
         if B == 1:
@@ -338,12 +317,21 @@ class UniformNoise(RandomMixin, EventTransform):
         nx = rng.integers(0, W, total).astype(np.uint16)
         ny = rng.integers(0, H, total).astype(np.uint16)
         npol = rng.integers(0, P, total).astype(np.uint8)
-        seg = np.concatenate([K.segment_ids(batch.offsets), np.repeat(np.arange(B), n_add)])
+        offsets = np.zeros(B + 1, np.int64)
+        np.cumsum(counts + n_add, out=offsets[1:])
+        noise_offsets = np.zeros(B + 1, np.int64)
+        np.cumsum(n_add, out=noise_offsets[1:])
+        seg_noise = np.repeat(np.arange(B), n_add)
+        span = int(t1.max()) - int(t0.min()) + 1
+        by_time = np.argsort(seg_noise * span + (nt - t0.min()), kind="stable")  # the few noise events
+        noise = (nx[by_time], ny[by_time], nt[by_time], npol[by_time])
+        if K.sorted_within_samples(batch.t, batch.offsets):  # the usual case: one merge pass
+            cols = K.merge_sorted((batch.x, batch.y, batch.t, batch.p), batch.offsets, noise, noise_offsets)
+            return batch.replace(*cols, offsets)
+        seg = np.concatenate([K.segment_ids(batch.offsets), seg_noise])
         t = np.concatenate([batch.t, nt])
         span = int(t.max()) - int(t.min()) + 1
         order = np.argsort(seg * span + (t - t.min()), kind="stable")
-        offsets = np.zeros(B + 1, np.int64)
-        np.cumsum(counts + n_add, out=offsets[1:])
         return batch.replace(np.concatenate([batch.x, nx])[order], np.concatenate([batch.y, ny])[order],
                              t[order], np.concatenate([batch.p, npol])[order], offsets)
 

@@ -5,6 +5,7 @@ kind, never modify their input, and keep events in their input order.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -104,9 +105,9 @@ class Downsample(EventTransform):
             fx, fy = self.spatial_factor
         else:
             fx = fy = self.spatial_factor
-        t = batch.t if self.time_factor == 1 else np.trunc(batch.t * float(self.time_factor)).astype(np.int64)
-        x = batch.x if fx == 1 else (batch.x * float(fx)).astype(np.uint16)
-        y = batch.y if fy == 1 else (batch.y * float(fy)).astype(np.uint16)
+        t = batch.t if self.time_factor == 1 else K.affine(batch.t, self.time_factor, 0, np.int64)
+        x = batch.x if fx == 1 else K.affine(batch.x, fx, 0, np.uint16)
+        y = batch.y if fy == 1 else K.affine(batch.y, fy, 0, np.uint16)
         out = batch.replace(x=x, y=y, t=t)
         if self.target_size is not None:
             out.sensor_size = (int(self.target_size[0]), int(self.target_size[1]), self.sensor_size[2])
@@ -115,18 +116,11 @@ class Downsample(EventTransform):
         return out
 
 
-def _crop(batch, x0, y0, w, h, shift_x=None, shift_y=None):
-    """Keep events with ``x0 <= x < x0 + w`` and ``y0 <= y < y0 + h`` (per-sample arrays), shifted."""
-    counts = batch.counts
-    x0e, y0e = np.repeat(x0, counts), np.repeat(y0, counts)
-    xi, yi = batch.x.astype(np.int64), batch.y.astype(np.int64)
-    keep = (xi >= x0e) & (xi < x0e + w) & (yi >= y0e) & (yi < y0e + h)
-    sx = x0e if shift_x is None else np.repeat(shift_x, counts)
-    sy = y0e if shift_y is None else np.repeat(shift_y, counts)
-    kept = batch.take(keep)
-    nx = (xi[keep] - sx[keep]).astype(np.uint16)
-    ny = (yi[keep] - sy[keep]).astype(np.uint16)
-    out = kept.replace(x=nx, y=ny)
+def _crop(batch, x0, y0, w, h):
+    """Keep events with ``x0 <= x < x0 + w`` and ``y0 <= y < y0 + h`` (per-sample arrays), moved to the box."""
+    B = len(batch)
+    keep, dx, dy = K.in_boxes(batch.x, batch.y, batch.offsets, x0, y0, np.full(B, w), np.full(B, h))
+    out = batch.replace(x=dx, y=dy).take(keep)
     out.sensor_size = (int(w), int(h), (batch.sensor_size or (0, 0, 2))[2])
     return out
 
@@ -150,16 +144,14 @@ class CenterCrop(EventTransform):
         w, h = _wh(self.size)
         ox = (self.sensor_size[0] - w) // 2
         oy = (self.sensor_size[1] - h) // 2
-        x0, y0 = max(ox, 0), max(oy, 0)
-        x, y = batch.x, batch.y
-        keep = (x < x0 + w) & (y < y0 + h)  # one box for all samples: compare in uint16
-        if x0:
-            keep &= x >= x0
-        if y0:
-            keep &= y >= y0
-        out = batch.take(keep)
-        out.x = (out.x.astype(np.int32) - ox).astype(np.uint16) if ox else out.x
-        out.y = (out.y.astype(np.int32) - oy).astype(np.uint16) if oy else out.y
+        B = len(batch)
+        keep, dx, dy = K.in_boxes(batch.x, batch.y, batch.offsets, np.full(B, max(ox, 0)),
+                                  np.full(B, max(oy, 0)), np.full(B, w), np.full(B, h))
+        out = batch.replace(x=dx, y=dy).take(keep)
+        if ox < 0:  # a window wider than the sensor pads: events move right
+            out.x = out.x + np.uint16(-ox)
+        if oy < 0:
+            out.y = out.y + np.uint16(-oy)
         out.sensor_size = (w, h, self.sensor_size[2])
         return out
 
@@ -193,12 +185,25 @@ class CropTime(EventTransform):
     max: float | None = None
 
     def _apply(self, batch, rng):
-        keep = np.ones(batch.n_events, bool)
-        if self.min is not None:
-            keep &= batch.t >= self.min
-        if self.max is not None:
-            keep &= batch.t <= self.max
-        return batch.take(keep)
+        if self.min is None and self.max is None:
+            return batch.replace()
+        lo, hi = _whole_us(self.min, up=True), _whole_us(self.max, up=False)
+        B = len(batch)
+        return batch.take(K.in_intervals(batch.t, batch.offsets, np.full(B, lo), np.full(B, hi)))
+
+
+def _whole_us(bound, up):
+    """A time bound as the int64 that integer times compare against the same way
+    (``t >= b`` is ``t >= ceil(b)``, ``t <= b`` is ``t <= floor(b)``); None is no bound."""
+    info = np.iinfo(np.int64)
+    if bound is None:
+        return info.min if up else info.max
+    if math.isnan(bound):  # compares false with every time: an empty interval
+        return info.max if up else info.min
+    if math.isinf(bound):
+        return info.min if bound < 0 else info.max
+    b = math.ceil(bound) if up else math.floor(bound)
+    return min(max(b, info.min), info.max)
 
 
 @dataclass

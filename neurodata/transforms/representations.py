@@ -132,7 +132,9 @@ def _split_frames(flat, n_frames, shape, fixed):
     frames = flat.reshape((-1,) + shape)
     if fixed:
         return frames.reshape((len(n_frames), -1) + shape)
-    return np.split(frames, np.cumsum(n_frames)[:-1])
+    ends = np.cumsum(n_frames).tolist()
+    # plain slices: np.split costs ~4x more per piece
+    return [frames[a:b] for a, b in zip([0] + ends[:-1], ends)]
 
 
 class Representation(Transform):
