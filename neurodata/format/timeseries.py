@@ -293,6 +293,7 @@ class _LocalChunks:
         self._fds: dict[int, int] = {}
         # pipeline threads share a dataset: file handles and the index cache change under it
         self._lock = threading.Lock()
+        self._tls = threading.local()  # per-thread decode buffers, kept between reads
 
     def __del__(self):
         try:
@@ -375,7 +376,8 @@ class _LocalChunks:
         straight into the windows: no block of the run is materialised.
         """
         c, C = self.chunk, self.n_channels
-        spare = [np.empty((C, c), np.float32) for _ in range(2)]
+        spare = getattr(self._tls, "buffers", None) or []
+        self._tls.buffers = []
         cache: dict[int, np.ndarray | None] = {}  # the chunks the current window overlaps
         for s, j in zip(np.asarray(starts).tolist(), np.asarray(rows).tolist()):
             k0, k1 = s // c, -(-(s + length) // c)
@@ -401,6 +403,8 @@ class _LocalChunks:
                     dst[:, a - s:b - s] = block[:, a - k * c:b - k * c]
                 else:
                     dst[:, a - s:b - s] = block[picks, a - k * c:b - k * c]
+        spare.extend(buf for buf in cache.values() if buf is not None)
+        self._tls.buffers = spare[:3]
 
 
 _EMPTY = (1 << 64) - 1  # shard index entry of a chunk never written
