@@ -145,6 +145,50 @@ def test_simulated_ranks_split_the_epoch(store):
     assert sorted(np.concatenate(parts).tolist()) == list(range(N))
 
 
+@pytest.mark.parametrize("window", [1, 2, 3])
+def test_even_ranks_get_equal_batches(tmp_path, window):
+    """Uneven partitions over 3 ranks: "pad" and "drop" give every rank the same batch
+    count (DDP would hang otherwise); pad covers the epoch and repeats only the rank's
+    own first samples, drop keeps every sample at most once; same seed, same batches."""
+    path = make_store(tmp_path / "u.zarr", n_samples=500, seed=3, max_events=50)
+    kw = dict(batch_size=16, seed=9, world_size=3, return_ids=True, shuffle_window=window,
+              max_partition_samples=64)
+    none = [[b[2] for b in neurodata.stream(path, rank=r, even="none", **kw)] for r in range(3)]
+    lens = [sum(len(b) for b in bs) for bs in none]
+    assert sum(lens) == 500 and len(set(lens)) > 1  # the shares really differ
+    for mode in ("pad", "drop"):
+        got = [[b[2] for b in neurodata.stream(path, rank=r, even=mode, **kw)] for r in range(3)]
+        assert len({len(bs) for bs in got}) == 1, mode  # equal batch counts
+        target = max(lens) if mode == "pad" else min(lens)
+        for r, bs in enumerate(got):
+            ids = np.concatenate(bs)
+            mine = np.concatenate(none[r])
+            assert len(ids) == target
+            n = (min(len(mine), target) // 16) * 16  # whole batches before any cut or pad
+            np.testing.assert_array_equal(ids[:n], mine[:n])  # same order as without even
+            # (a batch is ordered by partition for contiguous reads: compare contents with
+            # the plan's order, cut or wrapped)
+            order = neurodata.stream(path, rank=r, even="none", **kw).plan().ids
+            want = np.concatenate([order, order[:max(0, target - len(order))]])[:target]
+            assert sorted(ids.tolist()) == sorted(want.tolist())
+            s = neurodata.stream(path, rank=r, even=mode, **kw)
+            assert len(s) == len(bs)
+            np.testing.assert_array_equal(np.concatenate([b[2] for b in s]), ids)
+        if mode == "pad":
+            assert set(np.concatenate([np.concatenate(bs) for bs in got]).tolist()) == \
+                set(range(500))
+
+
+def test_even_pad_with_more_consumers_than_partitions(tmp_path):
+    path = make_store(tmp_path / "few.zarr", n_samples=20, seed=1, max_events=30)
+    kw = dict(batch_size=4, seed=0, world_size=4, return_ids=True, even="pad")
+    got = [np.concatenate([b[2] for b in neurodata.stream(path, rank=r, **kw)])
+           for r in range(4)]
+    assert len({len(g) for g in got}) == 1 and len(got[0]) == 20
+    with pytest.raises(ValueError, match="even"):
+        neurodata.stream(path, even="sometimes")
+
+
 def test_epoch_plan_windows_bound_the_shuffle():
     bounds = np.array([0, 10, 25, 40, 41, 60])
     plan = make_epoch_plan(bounds, seed=1, epoch=0, window=2)

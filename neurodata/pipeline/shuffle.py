@@ -104,6 +104,41 @@ def make_epoch_plan(bounds: np.ndarray, *, seed: int, epoch: int, shuffle: bool 
     return EpochPlan(parts, window, part_pos, row, ids, int(epoch))
 
 
+def consumer_totals(bounds: np.ndarray, *, seed: int, epoch: int, shuffle: bool = True,
+                    n_consumers: int = 1) -> np.ndarray:
+    """Samples each of ``n_consumers`` consumers gets in one epoch (as :func:`make_epoch_plan`
+    deals partitions), without building their orders."""
+    bounds = np.asarray(bounds, np.int64)
+    n_parts = len(bounds) - 1
+    perm = (np.random.default_rng([int(seed), int(epoch)]).permutation(n_parts) if shuffle
+            else np.arange(n_parts))
+    sizes = (bounds[1:] - bounds[:-1])[perm]
+    return np.array([int(sizes[c::n_consumers].sum()) for c in range(n_consumers)], np.int64)
+
+
+def resize_plan(plan: EpochPlan, n: int) -> EpochPlan:
+    """``plan`` cut to its first ``n`` samples, or repeated from its start up to ``n``.
+
+    Used to give every distributed consumer the same number of samples (and so
+    of batches): a rank that runs out early would leave the others waiting in a
+    collective forever. Repeated samples keep their order and partitions.
+    """
+    n = int(n)
+    m = len(plan)
+    if n <= m:
+        return EpochPlan(plan.parts, plan.window, plan.part_pos[:n], plan.row[:n],
+                         plan.ids[:n], plan.epoch)
+    if m == 0:
+        raise ValueError("cannot pad an empty plan")
+    reps = -(-n // m)
+    # each repeat starts on a shuffle-window boundary, so samples stay grouped by window;
+    # the few partitions filling the gap are read and not used
+    stride = -(-len(plan.parts) // plan.window) * plan.window
+    part_pos = (plan.part_pos[None, :] + stride * np.arange(reps)[:, None]).reshape(-1)[:n]
+    return EpochPlan(np.tile(np.resize(plan.parts, stride), reps), plan.window, part_pos,
+                     np.tile(plan.row, reps)[:n], np.tile(plan.ids, reps)[:n], plan.epoch)
+
+
 def plan_digest(bounds: np.ndarray) -> str:
     """Short digest of a partition plan, stored in states to refuse a mismatched resume."""
     return hashlib.sha256(np.asarray(bounds, np.int64).tobytes()).hexdigest()[:16]

@@ -17,7 +17,8 @@ from neurodata.pipeline.apply import load_partition
 from neurodata.pipeline.batches import collate_numpy, concat, gather, time_major
 from neurodata.pipeline.cache import TransformCache
 from neurodata.pipeline.runners import make_runner
-from neurodata.pipeline.shuffle import EpochPlan, make_epoch_plan, plan_digest
+from neurodata.pipeline.shuffle import (EpochPlan, consumer_totals, make_epoch_plan,
+                                        plan_digest, resize_plan)
 from neurodata.pipeline.source import open_source
 
 __all__ = ["stream", "Stream"]
@@ -39,7 +40,8 @@ class Stream:
                  shuffle_window: int = 2, as_: str = "numpy", collate: str = "dense",
                  time_major: bool | None = None, scheduler=None, num_threads: int | None = None,
                  cache: bool = False, cache_dir=None, rank: int | None = None,
-                 world_size: int | None = None, return_ids: bool = False):
+                 world_size: int | None = None, return_ids: bool = False,
+                 even: str | None = None):
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
         if as_ not in ("numpy", "torch"):
@@ -64,6 +66,12 @@ class Stream:
         self.num_threads = num_threads
         self.return_ids = return_ids
         self.rank, self.world_size = _rank_world(rank, world_size, as_)
+        if even is None:  # ranks from torch.distributed: DDP needs equal batch counts
+            even = "pad" if (rank is None and world_size is None and self.world_size > 1) \
+                else "none"
+        if even not in ("pad", "drop", "none"):
+            raise ValueError(f"even must be 'pad', 'drop' or 'none', got {even!r}")
+        self.even = even
         self.bounds = source.partitions()
         self.cache = (TransformCache.for_stream(source, transform, self.bounds, cache_dir)
                       if cache else None)
@@ -75,10 +83,21 @@ class Stream:
         """The epoch order of one consumer (default: this stream's rank)."""
         if consumer is None:
             consumer, n_consumers = self.rank, self.world_size
-        return make_epoch_plan(self.bounds, seed=self.seed,
-                               epoch=self.epoch if epoch is None else epoch,
-                               shuffle=self.shuffle, window=self.shuffle_window,
-                               consumer=consumer, n_consumers=n_consumers)
+        epoch = self.epoch if epoch is None else epoch
+        kw = dict(seed=self.seed, epoch=epoch, shuffle=self.shuffle)
+        plan = make_epoch_plan(self.bounds, window=self.shuffle_window, consumer=consumer,
+                               n_consumers=n_consumers, **kw)
+        if self.even == "none" or n_consumers == 1:
+            return plan
+        totals = consumer_totals(self.bounds, n_consumers=n_consumers, **kw)
+        if self.even == "drop":
+            return resize_plan(plan, int(totals.min()))
+        if len(plan) == 0 and totals.max() > 0:  # more consumers than partitions: borrow
+            donors = np.flatnonzero(totals)
+            plan = make_epoch_plan(self.bounds, window=self.shuffle_window,
+                                   consumer=int(donors[consumer % len(donors)]),
+                                   n_consumers=n_consumers, **kw)
+        return resize_plan(plan, int(totals.max()))
 
     def n_batches(self, n_samples: int) -> int:
         if self.drop_last:
@@ -100,7 +119,7 @@ class Stream:
         return {"version": _STATE_VERSION, "seed": self.seed, "epoch": self.epoch,
                 "position": int(self.position), "batch_size": self.batch_size,
                 "shuffle": self.shuffle, "shuffle_window": self.shuffle_window,
-                "rank": self.rank, "world_size": self.world_size,
+                "rank": self.rank, "world_size": self.world_size, "even": self.even,
                 "plan": plan_digest(self.bounds)}
 
     def load_state_dict(self, state: dict) -> None:
@@ -221,7 +240,7 @@ def _rank_world(rank, world_size, as_) -> tuple[int, int]:
 def _check_state(stream: Stream, state: dict) -> None:
     if state.get("version") != _STATE_VERSION:
         raise ValueError(f"unknown stream state version {state.get('version')!r}")
-    for key in ("batch_size", "shuffle", "shuffle_window", "rank", "world_size", "plan"):
+    for key in ("batch_size", "shuffle", "shuffle_window", "rank", "world_size", "even", "plan"):
         mine = plan_digest(stream.bounds) if key == "plan" else getattr(stream, key)
         if key in state and state[key] != mine:
             raise ValueError(f"state was saved with {key}={state[key]!r}, this stream has {mine!r}")
@@ -234,7 +253,7 @@ def stream(store: Any, transform=None, batch_size: int = 128, *, shuffle: bool =
            cache: bool = False, cache_dir=None, rank: int | None = None,
            world_size: int | None = None, return_ids: bool = False,
            storage_options: dict | None = None, partition_events: int | None = None,
-           max_partition_samples: int | None = 4096) -> Stream:
+           max_partition_samples: int | None = 4096, even: str | None = None) -> Stream:
     """Stream batches of a store into a training loop.
 
     ``for frames, labels in neurodata.stream(store, transform=ToFrame(...), batch_size=128)``
@@ -282,6 +301,13 @@ def stream(store: Any, transform=None, batch_size: int = 128, *, shuffle: bool =
     rank, world_size : int, optional
         Which share of each epoch this process reads (default: from
         ``torch.distributed`` when initialised and ``as_="torch"``, else all).
+    even : {"pad", "drop", "none"}, optional
+        Give every rank and loader worker the same number of samples, and so
+        of batches (DDP's collectives hang when one rank stops early): "pad"
+        repeats a consumer's first samples (like ``DistributedSampler``),
+        "drop" cuts every consumer to the smallest share. Default "pad" when
+        the ranks come from ``torch.distributed``, else "none" (each sample
+        exactly once per epoch, shares differ by up to a partition).
     return_ids : bool
         Also yield the global sample ids of each batch.
     storage_options : dict, optional
@@ -303,4 +329,4 @@ def stream(store: Any, transform=None, batch_size: int = 128, *, shuffle: bool =
                   drop_last=drop_last, prefetch=prefetch, shuffle_window=shuffle_window, as_=as_,
                   collate=collate, time_major=time_major, scheduler=scheduler,
                   num_threads=num_threads, cache=cache, cache_dir=cache_dir, rank=rank,
-                  world_size=world_size, return_ids=return_ids)
+                  world_size=world_size, return_ids=return_ids, even=even)
