@@ -173,7 +173,8 @@ def cases(kind, sensor, duration, n_events):
          TT.RandomCrop(s, (s[0] * 3 // 4, s[1] * 3 // 4)), False),
         ("DropByTime(0.2)", T.DropByTime(0.2, seed=0), TT.DropEventByTime(0.2), False),
         ("DropByArea(0.3)", T.DropByArea(s, 0.3, seed=0), TT.DropEventByArea(s, 0.3), False),
-        ("SpatialJitter", T.SpatialJitter(s, 1.0, 1.0, 0.0, seed=0), TT.SpatialJitter(s, 1.0, 1.0, 0.0), False),
+        ("SpatialJitter", T.SpatialJitter(s, 1.0, 1.0, 0.0, clip_outliers=True, seed=0),
+         TT.SpatialJitter(s, 1.0, 1.0, 0.0, clip_outliers=True), False),
     ]
     return [r for r in rows if r is not None]
 

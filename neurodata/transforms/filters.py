@@ -117,7 +117,7 @@ class Downsample(EventTransform):
 
 
 def _crop(batch, x0, y0, w, h):
-    """Keep events with ``x0 <= x < x0 + w`` and ``y0 <= y < y0 + h`` (per-sample arrays), moved to the box."""
+    """Keep events with ``x0 <= x < x0 + w``, ``y0 <= y < y0 + h`` (per-sample arrays), moved to the box."""
     B = len(batch)
     keep, dx, dy = K.in_boxes(batch.x, batch.y, batch.offsets, x0, y0, np.full(B, w), np.full(B, h))
     out = batch.replace(x=dx, y=dy).take(keep)

@@ -1,0 +1,296 @@
+"""Kernels of the event representations: both backends against definitions written here.
+
+The voxel grid, time surface and frame kernels take batches of packed samples
+(offsets), chunk their events and pick fast paths (events inside the sensor,
+bins inside the sample); these tests feed them the cases those paths must get
+right: empty samples, one-event samples, samples whose events share one
+timestamp, events on bin boundaries, events outside the sensor, windows without
+events, and long samples spanning many chunks. The references below are
+per-event Python loops over the published definitions (Zhu et al. 2019 for the
+voxel grid, tonic's ``to_timesurface_numpy`` for time surfaces).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+import neurodata.transforms as T
+from neurodata.events import EVENT_DTYPE
+from neurodata.transforms import _kernels
+
+BACKENDS = ["numpy"] + (["numba"] if _kernels._numba is not None else [])
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request):
+    old = _kernels.get_backend()
+    _kernels.set_backend(request.param)
+    yield request.param
+    _kernels.set_backend(old)
+
+
+def make_sample(rng, n, w, h, duration, t0=0, outside=0.0):
+    ev = np.empty(n, EVENT_DTYPE)
+    ev["x"] = rng.integers(0, w, n)
+    ev["y"] = rng.integers(0, h, n)
+    ev["t"] = np.sort(rng.integers(0, max(duration, 1), n)) + t0
+    ev["p"] = rng.integers(0, 2, n)
+    if outside and n:
+        bad = rng.random(n) < outside
+        ev["x"][bad] = w + rng.integers(0, 3, int(bad.sum()))
+    return ev
+
+
+def edge_batch(seed, w=13, h=9, long=0, outside=0.05):
+    """Samples covering the kernels' special cases (in this order)."""
+    rng = np.random.default_rng(seed)
+    samples = [
+        make_sample(rng, 0, w, h, 1),                     # empty
+        make_sample(rng, 1, w, h, 1, t0=500),             # one event
+        make_sample(rng, 40, w, h, 1, t0=7),              # one shared timestamp
+        make_sample(rng, 300, w, h, 20_000, t0=10**6),
+        make_sample(rng, 0, w, h, 1),                     # empty in the middle
+        make_sample(rng, 900, w, h, 50_000, outside=outside),  # some events outside the sensor
+    ]
+    # events exactly on bin / window boundaries: times multiples of 1000 from 0 to 10000
+    ev = np.empty(11 * 3, EVENT_DTYPE)
+    ev["t"] = np.repeat(np.arange(11) * 1000, 3)
+    ev["x"] = rng.integers(0, w, len(ev))
+    ev["y"] = rng.integers(0, h, len(ev))
+    ev["p"] = rng.integers(0, 2, len(ev))
+    samples.append(ev)
+    # a burst, a silence of many windows, a burst
+    gap = make_sample(rng, 200, w, h, 3_000)
+    gap["t"][100:] += 40_000
+    samples.append(np.sort(gap, order="t", kind="stable"))
+    if long:  # more events than a kernel chunk, on a sensor larger than a numpy group
+        samples.append(make_sample(rng, long, w, h, 400_000, t0=5))
+    return samples
+
+
+# ---------------------------------------------------------------------------
+# references
+# ---------------------------------------------------------------------------
+def voxel_reference(ev, w, h, n_bins):
+    """Zhu et al. 2019: +-1 per event split linearly between the two nearest time bins."""
+    out = np.zeros((n_bins, 1, h, w))
+    if len(ev) == 0:
+        return out
+    t0, t1 = int(ev["t"][0]), int(ev["t"][-1])
+    scale = n_bins / (t1 - t0) if t1 != t0 else 0.0
+    for x, y, t, p in zip(ev["x"].tolist(), ev["y"].tolist(), ev["t"].tolist(), ev["p"].tolist()):
+        if x >= w or y >= h:
+            continue
+        ts = (t - t0) * scale
+        ti = int(ts)
+        frac = ts - ti
+        v = 1.0 if p > 0 else -1.0
+        if 0 <= ti < n_bins:
+            out[ti, 0, y, x] += v * (1 - frac)
+        if 0 <= ti + 1 < n_bins:
+            out[ti + 1, 0, y, x] += v * frac
+    return out
+
+
+def time_surface_reference(ev, w, h, n_pol, dt, tau, overlap=0.0, include_incomplete=False):
+    """tonic's definition: windows of ``dt`` every ``dt - overlap`` from the first event;
+    frame i holds exp(-(t_first + (i + 1) dt - t_last) / tau) of each pixel's latest event
+    before the window's end (0 where none)."""
+    if len(ev) == 0:
+        return np.zeros((1, n_pol, h, w))
+    t = ev["t"].astype(np.int64)
+    stride = dt - overlap
+    span = (int(t[-1]) - int(t[0]) - dt) / stride
+    n = max(int(math.ceil(span) if include_incomplete else math.floor(span)) + 1, 1)
+    out = np.zeros((n, n_pol, h, w))
+    last = {}
+    j = 0
+    for i in range(n):
+        end = math.ceil(t[0] + i * stride + dt)
+        while j < len(t) and t[j] < end:
+            x, y, p = int(ev["x"][j]), int(ev["y"][j]), int(ev["p"][j]) if n_pol > 1 else 0
+            if x < w and y < h and p < n_pol:
+                last[(p, y, x)] = int(t[j])
+            j += 1
+        ref = t[0] + (i + 1) * dt
+        for (p, y, x), tl in last.items():
+            out[i, p, y, x] = math.exp((tl - ref) / tau)
+    return out
+
+
+def frame_reference(ev, w, h, n_pol, time_window, overlap=0):
+    """Counts per window of ``time_window`` every ``time_window - overlap`` from the first
+    event (complete windows only); an event counts in every window holding it."""
+    if len(ev) == 0:
+        return np.zeros((1, n_pol, h, w), np.int64)
+    t = ev["t"].astype(np.int64)
+    stride = time_window - overlap
+    n = max(int(math.floor((int(t[-1]) - int(t[0]) - time_window) / stride)) + 1, 1)
+    out = np.zeros((n, n_pol, h, w), np.int64)
+    for x, y, tt, p in zip(ev["x"].tolist(), ev["y"].tolist(), t.tolist(), ev["p"].tolist()):
+        p = p if n_pol > 1 else 0
+        if x >= w or y >= h or p >= n_pol:
+            continue
+        for i in range(n):
+            start = int(t[0]) + i * stride
+            if start <= tt < start + time_window:
+                out[i, p, y, x] += 1
+    return out
+
+
+# ---------------------------------------------------------------------------
+# tests
+# ---------------------------------------------------------------------------
+@pytest.mark.parametrize("seed, outside", [(0, 0.05), (1, 0.0)])
+def test_voxel_grid_matches_definition(backend, seed, outside):
+    w, h = 13, 9
+    samples = edge_batch(seed, w, h, long=3000, outside=outside)
+    batch = T.EventBatch.from_samples(samples)
+    ours = T.ToVoxelGrid((w, h, 2), n_time_bins=5)(batch)
+    assert ours.shape == (len(samples), 5, 1, h, w) and ours.dtype == np.float32
+    for i, ev in enumerate(samples):
+        np.testing.assert_allclose(ours[i], voxel_reference(ev, w, h, 5), rtol=1e-5, atol=1e-5)
+    assert not ours[0].any() and not ours[4].any()  # empty samples
+    # one event, or events sharing one timestamp: everything in bin 0
+    assert ours[1, 0].sum() == pytest.approx(1.0 if samples[1]["p"][0] else -1.0)
+    assert ours[2, 1:].sum() == 0
+    np.testing.assert_allclose(ours[2, 0].sum(), (2 * samples[2]["p"].astype(int) - 1).sum(), atol=1e-4)
+
+
+def test_voxel_grid_unsorted_sample(backend):
+    """Times out of order put events before the first or past the last bin: dropped, as
+    in the definition (numpy takes its general path, numba its checked loop)."""
+    rng = np.random.default_rng(5)
+    ev = make_sample(rng, 500, 11, 7, 10_000)
+    ev["t"] = rng.permutation(ev["t"])
+    ours = T.ToVoxelGrid((11, 7, 2), n_time_bins=4)(ev)
+    np.testing.assert_allclose(ours, voxel_reference(ev, 11, 7, 4), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("overlap, incomplete, n_pol", [(0.0, False, 2), (300.0, True, 2), (0.0, True, 1)])
+def test_time_surface_matches_definition(backend, overlap, incomplete, n_pol):
+    w, h = 13, 9
+    samples = edge_batch(3, w, h, long=2500)
+    batch = T.EventBatch.from_samples(samples)
+    dt, tau = 1000.0, 1500.0
+    ours = T.ToTimeSurface((w, h, n_pol), dt=dt, tau=tau, overlap=overlap,
+                           include_incomplete=incomplete)(batch)
+    assert len(ours) == len(samples)
+    for i, ev in enumerate(samples):
+        ref = time_surface_reference(ev, w, h, n_pol, dt, tau, overlap, incomplete)
+        assert ours[i].shape == ref.shape and ours[i].dtype == np.float32
+        np.testing.assert_allclose(ours[i], ref, rtol=2e-5, atol=1e-7)
+    # the burst / silence / burst sample decays through the silent frames
+    gap = ours[7]
+    assert gap.shape[0] >= 40
+    assert all((gap[k] > 0).any() for k in range(5, 38))
+    active = gap[10] > 0
+    np.testing.assert_allclose(gap[11][active], gap[10][active] * math.exp(-dt / tau), rtol=1e-5)
+
+
+def test_time_surface_huge_tau(backend):
+    """tau of ~3 years: surfaces ~1 where a pixel fired (float64 keys stay exact)."""
+    samples = edge_batch(6, 13, 9)
+    ours = T.ToTimeSurface((13, 9, 2), dt=1000.0, tau=1e14)(T.EventBatch.from_samples(samples))
+    for i, ev in enumerate(samples):
+        ref = time_surface_reference(ev, 13, 9, 2, 1000.0, 1e14)
+        np.testing.assert_allclose(ours[i], ref, rtol=1e-6, atol=0)
+
+
+def test_time_surface_long_decay_underflows_to_zero(backend):
+    """Times far from the frame give exp(...) below float32's range: exactly 0, never NaN."""
+    ev = np.zeros(3, EVENT_DTYPE)
+    ev["t"] = [0, 1, 2_000_000]
+    ev["x"] = [0, 1, 2]
+    out = T.ToTimeSurface((3, 1, 2), dt=1_000_000, tau=1000.0)(ev)
+    assert out.shape == (2, 2, 1, 3) and np.isfinite(out).all()
+    assert out[1, 0, 0, 0] == 0.0 and out[1, 0, 0, 1] == 0.0
+
+
+def test_frames_time_window_match_definition(backend):
+    """Uninitialised output: frames of windows without events must still be zero."""
+    w, h = 13, 9
+    samples = edge_batch(4, w, h, long=4000)
+    batch = T.EventBatch.from_samples(samples)
+    for n_pol, overlap in ((2, 0), (1, 0), (2, 250), (2, 600)):  # overlaps: 2 and 3 passes (numpy)
+        ours = T.ToFrame((w, h, n_pol), time_window=1000, overlap=overlap)(batch)
+        for i, ev in enumerate(samples):
+            np.testing.assert_array_equal(ours[i], frame_reference(ev, w, h, n_pol, 1000, overlap))
+    # groups of frames (numpy) without any event (a long silence)
+    ev = make_sample(np.random.default_rng(9), 50, 40, 30, 2_000)
+    ev["t"][25:] += 500_000
+    ref = frame_reference(ev, 40, 30, 2, 1000)
+    for _ in range(3):  # freed garbage of the output's size, which the allocator may hand back
+        junk = np.full(ref.size, 0x5555, np.int16)
+        del junk
+    ours = T.ToFrame((40, 30, 2), time_window=1000)(ev)
+    np.testing.assert_array_equal(ours, ref)
+    assert ours.shape[0] > 500 and ours[10:500].sum() == 0 and ours.sum() == ref.sum() > 25
+
+
+def test_backends_agree_on_random_batches():
+    if "numba" not in BACKENDS:
+        pytest.skip("numba not installed")
+    rng = np.random.default_rng(11)
+    old = _kernels.get_backend()
+    try:
+        for trial in range(6):
+            w, h = int(rng.integers(2, 50)), int(rng.integers(2, 50))
+            sizes = rng.choice([0, 1, 2, 17, 1100, 5000], size=int(rng.integers(1, 7)))
+            samples = [make_sample(rng, int(n), w, h, int(rng.integers(1, 10**6)),
+                                   t0=int(rng.integers(0, 10**9)), outside=0.02 * (trial % 2))
+                       for n in sizes]
+            batch = T.EventBatch.from_samples(samples)
+            dur = max(int(max((s["t"][-1] - s["t"][0]) if len(s) else 0 for s in samples)), 10)
+            trs = [T.ToVoxelGrid((w, h, 2), int(rng.integers(1, 12))),
+                   T.ToTimeSurface((w, h, 2), dt=dur / 7, tau=dur / 5, overlap=dur / 30),
+                   T.ToFrame((w, h, 2), time_window=dur / 9),
+                   T.ToFrame((w, h, 2), time_window=dur / 9, overlap=dur / 20),
+                   T.ToFrame((w, h, 2), n_time_bins=5, overlap=0.3),
+                   T.ToFrame((w, h, 2), n_time_bins=4),
+                   T.ToFrame((w, h, 1), event_count=333, overlap=50, include_incomplete=True),
+                   T.ToImage((w, h, 2))]
+            res = {}
+            for be in ("numba", "numpy"):
+                _kernels.set_backend(be)
+                res[be] = [tr(batch) for tr in trs]
+            for tr, a, b in zip(trs, res["numba"], res["numpy"]):
+                pairs = zip(a, b) if isinstance(a, list) else [(a, b)]
+                for u, v in pairs:
+                    assert u.shape == v.shape, type(tr).__name__
+                    if u.dtype == np.float32:
+                        np.testing.assert_allclose(u, v, rtol=1e-4, atol=1e-6, err_msg=type(tr).__name__)
+                    else:
+                        np.testing.assert_array_equal(u, v, err_msg=type(tr).__name__)
+    finally:
+        _kernels.set_backend(old)
+
+
+def test_searchsorted_segments_matches_numpy(backend):
+    rng = np.random.default_rng(2)
+    for _ in range(50):
+        counts = rng.integers(0, 80, int(rng.integers(1, 8)))
+        offsets = np.concatenate(([0], np.cumsum(counts))).astype(np.int64)
+        t = np.concatenate([np.sort(rng.integers(0, 50, c)) for c in counts]).astype(np.int64)
+        qs = np.sort(rng.integers(0, len(counts), 40)).astype(np.int64)
+        q = rng.integers(-5, 60, 40).astype(np.int64)
+        ours = _kernels.searchsorted_segments(t, offsets, qs, q)
+        ref = [offsets[s] + np.searchsorted(t[offsets[s]:offsets[s + 1]], v, "left") for s, v in zip(qs, q)]
+        np.testing.assert_array_equal(ours, ref)
+
+
+@pytest.mark.skipif(_kernels._numba is None, reason="numba not installed")
+def test_vectorised_exp_accuracy():
+    """The float32 exp of the numba time surface: ~3e-7 relative, exactly 0 below -88."""
+    arg = np.concatenate((-np.linspace(0, 87, 20_001), np.linspace(0, 30, 101),
+                          [-88.5, -100.0, -1e6, -3e38, -np.inf, 0.0])).astype(np.float32)
+    out = np.empty(len(arg), np.float32)
+    scratch = np.empty(len(arg), np.float32)
+    _kernels._exp_jit(arg, out, scratch, len(arg))
+    ref = np.exp(arg.astype(np.float64))
+    ok = arg > -87.0
+    np.testing.assert_allclose(out[ok], ref[ok], rtol=5e-7)
+    assert out[-1] == 1.0 and (out[-6:-1] == 0.0).all()
+    assert np.isfinite(out).all() and (out >= 0).all()
