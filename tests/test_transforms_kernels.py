@@ -294,3 +294,52 @@ def test_vectorised_exp_accuracy():
     np.testing.assert_allclose(out[ok], ref[ok], rtol=5e-7)
     assert out[-1] == 1.0 and (out[-6:-1] == 0.0).all()
     assert np.isfinite(out).all() and (out >= 0).all()
+
+
+@pytest.mark.parametrize("sorted_times", [True, False])
+def test_voxel_grid_large_sensor_matches_definition(backend, sorted_times):
+    """A sensor above the numpy twin's split size (one histogram per bin side), with
+    samples of many groups' worth of pixels, events outside the sensor, an empty
+    sample, and (unsorted) times before the first or past the last bin."""
+    w, h = 520, 300  # 156,000 pixels per bin > _VOX_SPLIT
+    assert w * h > _kernels._VOX_SPLIT
+    rng = np.random.default_rng(21)
+    samples = [make_sample(rng, 2500, w, h, 80_000, t0=3, outside=0.03),
+               make_sample(rng, 0, w, h, 1),
+               make_sample(rng, 1, w, h, 1, t0=9),
+               make_sample(rng, 1800, w, h, 5_000, t0=10**7)]
+    if not sorted_times:
+        samples[0]["t"] = rng.permutation(samples[0]["t"])
+    batch = T.EventBatch.from_samples(samples)
+    ours = T.ToVoxelGrid((w, h, 2), n_time_bins=4)(batch)
+    assert ours.shape == (4, 4, 1, h, w)
+    for i, ev in enumerate(samples):
+        np.testing.assert_allclose(ours[i], voxel_reference(ev, w, h, 4), rtol=1e-5, atol=1e-5)
+    assert not ours[1].any()
+
+
+def test_voxel_grid_samples_across_groups(backend):
+    """More events than one group of the numpy twin (32768 + samples straddling the
+    boundary): per-group histograms start at the group's first bin."""
+    rng = np.random.default_rng(22)
+    samples = [make_sample(rng, n, 13, 9, 200_000, t0=int(rng.integers(0, 10**6)))
+               for n in (20_000, 25_000, 3, 30_000)]
+    ours = T.ToVoxelGrid((13, 9, 2), n_time_bins=7)(T.EventBatch.from_samples(samples))
+    for i, ev in enumerate(samples):
+        np.testing.assert_allclose(ours[i], voxel_reference(ev, 13, 9, 7), rtol=1e-5, atol=2e-5)
+
+
+def test_time_surface_frames_longer_than_a_chunk(backend):
+    """Frames of more events than a numpy scatter step (65536), several frames per
+    group: whole steps inside one frame that is not the group's first, some events
+    outside the sensor, a second sample after it."""
+    rng = np.random.default_rng(23)
+    w, h = 13, 9
+    samples = [make_sample(rng, 300_000, w, h, 3_000, t0=77, outside=0.01),
+               make_sample(rng, 2_000, w, h, 3_000, t0=10**6)]
+    dt, tau = 1000.0, 700.0
+    ours = T.ToTimeSurface((w, h, 2), dt=dt, tau=tau)(T.EventBatch.from_samples(samples))
+    for i, ev in enumerate(samples):
+        ref = time_surface_reference(ev, w, h, 2, dt, tau)
+        assert ours[i].shape == ref.shape
+        np.testing.assert_allclose(ours[i], ref, rtol=2e-5, atol=1e-7)

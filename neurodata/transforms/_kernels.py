@@ -524,9 +524,27 @@ def voxel_grid(x, y, t, p, offsets, n_bins, out, W, H) -> None:
     _voxel_np(x, y, t, p, offsets, n_bins, out, W, H)
 
 
+_VOX_STEP = 1 << 15  # events per step of the numpy voxel grid: temporaries stay in cache
+_VOX_SPLIT = 1 << 17  # pixels per bin above which left and right weights get a histogram each
+
+
+def _add_histogram(out, start, sums) -> None:
+    """``out[start + k] += sums[k]`` where inside ``out`` (entries outside have zero weight)."""
+    a, b = max(start, 0), min(start + len(sums), len(out))
+    if b > a:
+        block = out[a:b]
+        np.add(block, sums[a - start:b - start], out=block, casting="unsafe")
+
+
 def _voxel_np(x, y, t, p, offsets, n_bins, out, W, H) -> None:
-    # Chunks of events, so that temporaries stay in cache: left and right bins
-    # and weights, then one bincount over the chunk's span of the output.
+    # Steps of events small enough that their temporaries stay in cache give
+    # each event's left bin (flat output position) and its left and right
+    # weights, into buffers of a group of about two volumes' pixels in events;
+    # then per group one bincount for the left weights and one for the right
+    # weights at the same positions (the right bin is one volume further).
+    # On large sensors a step spans a fraction of a bin, so a bincount per step
+    # would clear and add a histogram of whole bins for a few thousand events,
+    # and one histogram of both bins would not fit the cache.
     # Per-sample values are spread with repeat (a fancy-index gather costs 10x
     # more) and the polarity sign is arithmetic, not a masked ufunc.
     out[:] = 0
@@ -543,55 +561,67 @@ def _voxel_np(x, y, t, p, offsets, n_bins, out, W, H) -> None:
     dur[ne] = t[offsets[1:][ne] - 1] - t0[ne]
     scale = np.divide(float(n_bins), dur, out=np.zeros(B), where=dur != 0)
     first_frame = np.arange(B, dtype=np.int64) * n_bins
-    step = max(1 << 15, min(hw, 1 << 19))  # a chunk's span of the output ~ its events
-    for c0 in range(0, n, step):
-        c1 = min(n, c0 + step)
-        m = c1 - c0
-        s0 = int(np.searchsorted(offsets, c0, side="right")) - 1
-        s1 = int(np.searchsorted(offsets, c1 - 1, side="right"))
-        cnt = np.diff(np.clip(offsets[s0:s1 + 1], c0, c1))
-        xs, ys = x[c0:c1], y[c0:c1]
-        tb = t[c0:c1] - np.repeat(t0[s0:s1], cnt)
-        tb = np.multiply(tb, np.repeat(scale[s0:s1], cnt))  # time in bins
-        ti = tb.astype(np.int64)
-        w = np.empty(2 * m)  # left weights, then right weights
-        w_left, w_right = w[:m], w[m:]
-        np.subtract(tb, ti, out=w_right)
-        sign = (p[c0:c1] > 0).astype(np.float64)
-        sign *= 2.0
-        sign -= 1.0
-        w_right *= sign  # +-frac
-        np.subtract(sign, w_right, out=w_left)  # +-(1 - frac)
-        frame = np.repeat(first_frame[s0:s1], cnt)
-        idx = np.empty(2 * m, np.int64)  # left bins, then right bins (flat output positions)
-        left, right = idx[:m], idx[m:]
-        if xs.max() < W and ys.max() < H and ti.min() >= 0 and ti.max() <= n_bins:
-            # time-sorted samples: only a sample's last events lack a right (or left) bin
-            late = np.flatnonzero(ti >= n_bins - 1)
-            w_right[late] = 0.0
-            end = late[ti[late] == n_bins]
-            w_left[end] = 0.0
-            ti[end] = n_bins - 1
-            np.add(frame, ti, out=left)
-            left *= H
-            left += ys
-            left *= W
-            left += xs
-            np.add(left, hw, out=right)
+    step = _VOX_STEP
+    group = -(-max(step, min(n, 2 * hw)) // step) * step
+    split = hw > _VOX_SPLIT  # two histograms of one bin each, rather than one of two bins
+    idx_buf = np.empty(group if split else 2 * group, np.int64)  # left bins (then right bins)
+    w_buf = np.empty(2 * group)  # left weights, then right weights
+    for g0 in range(0, n, group):
+        g1 = min(n, g0 + group)
+        gm = g1 - g0
+        wl, wr = w_buf[:gm], w_buf[gm:2 * gm]
+        idx = idx_buf[:gm] if split else idx_buf[:2 * gm]
+        lo = len(out)
+        for c0 in range(g0, g1, step):
+            c1 = min(g1, c0 + step)
+            s0 = int(np.searchsorted(offsets, c0, side="right")) - 1
+            s1 = int(np.searchsorted(offsets, c1 - 1, side="right"))
+            cnt = np.diff(np.clip(offsets[s0:s1 + 1], c0, c1))
+            xs, ys = x[c0:c1], y[c0:c1]
+            tb = t[c0:c1] - np.repeat(t0[s0:s1], cnt)
+            tb = np.multiply(tb, np.repeat(scale[s0:s1], cnt))  # time in bins
+            ti = tb.astype(np.int64)
+            w_left, w_right = wl[c0 - g0:c1 - g0], wr[c0 - g0:c1 - g0]
+            left = idx[c0 - g0:c1 - g0]
+            np.subtract(tb, ti, out=w_right)
+            sign = (p[c0:c1] > 0).astype(np.float64)
+            sign *= 2.0
+            sign -= 1.0
+            w_right *= sign  # +-frac
+            np.subtract(sign, w_right, out=w_left)  # +-(1 - frac)
+            frame = np.repeat(first_frame[s0:s1], cnt)
+            if xs.max() < W and ys.max() < H and ti.min() >= 0 and ti.max() <= n_bins:
+                # time-sorted samples: only a sample's last events lack a right (or left) bin
+                late = np.flatnonzero(ti >= n_bins - 1)
+                w_right[late] = 0.0
+                end = late[ti[late] == n_bins]
+                w_left[end] = 0.0
+                ti[end] = n_bins - 1
+                np.add(frame, ti, out=left)
+                left *= H
+                left += ys
+                left *= W
+                left += xs
+            else:
+                inside = (xs < W) & (ys < H)
+                w_left[~(inside & (ti >= 0) & (ti < n_bins))] = 0.0
+                w_right[~(inside & (ti >= -1) & (ti < n_bins - 1))] = 0.0
+                pix = np.where(inside, ys.astype(np.int64) * W + xs, 0)
+                # bin -1 (a right bin 0) may sit in the previous sample's last bin or before
+                # the output: positions with a zero weight are dropped by _add_histogram
+                np.add(frame, np.clip(ti, -1, n_bins - 1), out=left)
+                left *= hw
+                left += pix
+            lo = min(lo, int(left.min()))
+            if not split:
+                np.add(left, hw, out=idx[gm + c0 - g0:gm + c1 - g0])
+        if lo:
+            idx -= lo
+        if split:
+            _add_histogram(out, lo, np.bincount(idx, weights=wl))
+            _add_histogram(out, lo + hw, np.bincount(idx, weights=wr))
         else:
-            inside = (xs < W) & (ys < H)
-            w_left[~(inside & (ti >= 0) & (ti < n_bins))] = 0.0
-            w_right[~(inside & (ti >= -1) & (ti < n_bins - 1))] = 0.0
-            pix = np.where(inside, ys.astype(np.int64) * W + xs, 0)
-            np.add(frame, np.clip(ti, 0, n_bins - 1), out=left)
-            np.add(frame, np.clip(ti + 1, 0, n_bins - 1), out=right)
-            idx *= hw
-            idx += np.concatenate((pix, pix))
-        lo = int(left.min())
-        idx -= lo
-        sums = np.bincount(idx, weights=w)[:len(out) - lo]  # a zero weight may point past the end
-        block = out[lo:lo + len(sums)]
-        np.add(block, sums, out=block, casting="unsafe")
+            _add_histogram(out, lo, np.bincount(idx, weights=w_buf[:2 * gm]))
 
 
 # ---------------------------------------------------------------------------
@@ -741,6 +771,7 @@ def _time_surface_np(x, y, t, p, offsets, f_sample, f_end, f_ref, tau, out, W, H
     t_first = np.zeros(len(counts), np.int64)
     t_first[ne] = t[offsets[:-1][ne]]
     span = int((t[offsets[1:][ne] - 1] - t_first[ne]).max()) + 1 if ne.any() else 1
+    small_times = int(np.abs(t_first).max()) + span < 1 << 52 if len(t_first) else True
     gap = int(np.ceil(120.0 * tau)) + 1  # exp(-120) is below float32's smallest value
     big = span + gap
     same = np.zeros(F, bool)
@@ -794,11 +825,21 @@ def _time_surface_np(x, y, t, p, offsets, f_sample, f_end, f_ref, tau, out, W, H
                     idx = y[c0:c1].astype(np.int64)
                 idx *= W
                 idx += x[c0:c1]
-                idx += np.repeat(seg_row, lengths)
+                used = np.flatnonzero(lengths)
+                if len(used) == 1:  # the chunk lies in one frame (long frames): scalars, no repeat
+                    if seg_row[used[0]]:
+                        idx += seg_row[used[0]]
+                    shift = seg_shift[used[0]]
+                else:
+                    idx += np.repeat(seg_row, lengths)
+                    shift = np.repeat(seg_shift, lengths)
                 bad = _outside(x, y, p, c0, c1, W, H, P)
                 if bad is not None:
                     idx[bad] = g * phw
-                key = (t[c0:c1] + np.repeat(seg_shift, lengths)).astype(np.float64)
+                if small_times:  # float64 sums of integers below 2**52: exact, in one pass
+                    key = np.add(t[c0:c1], shift, dtype=np.float64)
+                else:
+                    key = (t[c0:c1] + shift).astype(np.float64)
                 mem_buf[idx] = key  # the last assignment wins: the pixel's latest event
         for r in range(1, g):  # row by row: maximum.accumulate(axis=0) runs down columns, 5x slower
             np.maximum(mem[r], mem[r - 1], out=mem[r])
