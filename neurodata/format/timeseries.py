@@ -353,9 +353,8 @@ class _LocalChunks:
                 return None
             return os.pread(fd, n, off)
 
-    def read(self, start: int, stop: int, out: np.ndarray | None = None) -> np.ndarray:
-        if out is None:
-            out = np.empty((self.n_channels, stop - start), np.float32)
+    def read(self, start: int, stop: int) -> np.ndarray:
+        out = np.empty((self.n_channels, stop - start), np.float32)
         c = self.chunk
         for k in range(start // c, -(-stop // c)):
             raw = self._chunk_bytes(k)
@@ -494,32 +493,18 @@ class Recording:
             return None
         return checked_read(self._snap, lambda: [str(v) for v in self.group["region"][:]])
 
-    def read(self, start: int = 0, stop: int | None = None, channels=None,
-             out: np.ndarray | None = None) -> np.ndarray:
+    def read(self, start: int = 0, stop: int | None = None, channels=None) -> np.ndarray:
         """Samples ``[start, stop)`` as float32 ``(channel, time)``; ``channels`` indexes rows.
 
         Parts outside the recording are not padded: the range is clipped.
-        ``out``, a C-contiguous float32 ``(channel, stop - start)`` array (all
-        channels; not with ``channels``), receives the samples without a
-        temporary block: a window is decoded straight into its batch.
         """
         stop = self.n_times if stop is None else min(int(stop), self.n_times)
         start = max(0, int(start))
         stop = max(start, stop)
-        if out is not None:
-            if channels is not None or out.shape != (self.n_channels, stop - start) or \
-                    out.dtype != np.float32 or not out.flags.c_contiguous:
-                raise ValueError(f"out must be C-contiguous float32 of shape "
-                                 f"{(self.n_channels, stop - start)}, without channels")
         if self._direct is not None:
-            block = checked_read(self._snap, lambda: self._direct.read(start, stop, out))
+            block = checked_read(self._snap, lambda: self._direct.read(start, stop))
         else:
-            def _zarr():
-                if out is None:
-                    return np.asarray(self.data[:, start:stop])
-                out[...] = self.data[:, start:stop]
-                return out
-            block = checked_read(self._snap, _zarr)
+            block = checked_read(self._snap, lambda: np.asarray(self.data[:, start:stop]))
         if channels is None:
             return block
         ch = np.asarray(channels)
