@@ -115,28 +115,16 @@ def run_method(method: str, edf: str, store: str, n_windows: int, repeats: int, 
     rng = np.random.default_rng(seed)
     out = {"method": method, "rss0_mb": rss_mb(), "maxrss0_mb": peak_rss_mb()}
     track = _RssTrack()
-    if method == "neurodata":
+    if method in ("neurodata", "neurodata_seq"):
         from neurodata.dataset import open as nd_open
 
         ws = nd_open(store).windows(length=WIN_S)
         total = len(ws)
-        order = rng.permutation(total)[:n_windows]
-
-        def one_pass():
-            acc = 0.0
-            for s in range(0, len(order), BATCH):
-                x = None  # a training loop has handed the previous batch on
-                x, _ = ws.read(order[s:s + BATCH])
-                acc += float(x[0, 0, 0])
-                track()
-            return acc
-    elif method == "neurodata_seq":
-        from neurodata.dataset import open as nd_open
-
-        ws = nd_open(store).windows(length=WIN_S)
-        total = len(ws)
-        start = rng.integers(0, max(1, total - n_windows))
-        order = np.arange(start, min(total, start + n_windows))
+        if method == "neurodata":
+            order = rng.permutation(total)[:n_windows]
+        else:  # consecutive windows from a random start
+            start = rng.integers(0, max(1, total - n_windows))
+            order = np.arange(start, min(total, start + n_windows))
 
         def one_pass():
             acc = 0.0

@@ -30,6 +30,43 @@ import numpy as np
 DECODE_THREADS = 2
 #: shard files kept open per reader
 MAX_OPEN_FILES = 64
+
+
+class OpenFiles:
+    """File descriptors kept open between reads, by key; all closed when ``limit`` is reached.
+
+    ``opener(key)`` returns a descriptor or None (missing file). Callers hold their own lock.
+    """
+
+    def __init__(self, opener, limit: int = MAX_OPEN_FILES):
+        self._opener = opener
+        self.limit = int(limit)
+        self._fds: dict = {}
+
+    def get(self, key) -> int | None:
+        fd = self._fds.get(key)
+        if fd is None:
+            fd = self._opener(key)
+            if fd is None:
+                return None
+            if len(self._fds) >= self.limit:
+                self.close()
+            self._fds[key] = fd
+        return fd
+
+    def close(self) -> None:
+        fds, self._fds = self._fds, {}
+        for fd in fds.values():
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # interpreter shutdown: modules may already be gone
+            pass
 _EMPTY = (1 << 64) - 1  # shard index entry of a chunk never written
 _BLOSC_HEADER = 16
 
@@ -191,23 +228,15 @@ class DirectReader:
 
     def _reset(self) -> None:
         self.close()  # in a forked child these are the child's own copies
+        self._files = OpenFiles(self._open)
         self._pid = os.getpid()
         self._lock = threading.Lock()
 
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:  # interpreter shutdown: modules may already be gone
-            pass
-
     def close(self) -> None:
         """Close the files kept open between reads."""
-        fds, self._fds = getattr(self, "_fds", {}), {}
-        for fd in fds.values():
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+        files = getattr(self, "_files", None)
+        if files is not None:
+            files.close()
 
     def __getstate__(self):  # pickles without descriptors; see EventStoreReader
         raise TypeError("DirectReader is rebuilt in each process, not pickled")
@@ -226,15 +255,7 @@ class DirectReader:
 
     def _fd(self, key: str) -> int | None:
         """Open descriptor of file ``key`` (cached; caller holds the lock)."""
-        fd = self._fds.get(key)
-        if fd is None:
-            fd = self._open(key)
-            if fd is None:
-                return None
-            if len(self._fds) >= MAX_OPEN_FILES:
-                self.close()
-            self._fds[key] = fd
-        return fd
+        return self._files.get(key)
 
     def _shard_index(self, lay: ColumnLayout, key: str, fd: int) -> np.ndarray:
         idx = self._index.get(key)

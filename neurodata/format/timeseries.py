@@ -30,6 +30,7 @@ import zarr
 
 from neurodata.errors import NeurodataError, SchemaError
 from neurodata.format.schema import SCHEMA_ATTR, parse_schema
+from neurodata.format.shards import OpenFiles
 from neurodata.format.snapshot import checked_read, open_pinned
 from neurodata.format.store import _jsonable, codec, create_array, finalize_store, open_new_group
 
@@ -290,37 +291,23 @@ class _LocalChunks:
             raise ValueError("unsupported chunk keys")
         self._base = os.path.join(os.fspath(folder), "c", "0")
         self._index: dict[int, list] = {}
-        self._fds: dict[int, int] = {}
+        self._files = OpenFiles(self._open_shard)
         # pipeline threads share a dataset: file handles and the index cache change under it
         self._lock = threading.Lock()
         self._tls = threading.local()  # per-thread decode buffers, kept between reads
 
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:  # interpreter shutdown: modules may already be gone
-            pass
-
     def close(self) -> None:
         """Close the shard files kept open between reads (callers hold the lock or are alone)."""
-        fds, self._fds = getattr(self, "_fds", {}), {}
-        for fd in fds.values():
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+        self._files.close()
+
+    def _open_shard(self, j: int) -> int | None:
+        try:
+            return os.open(os.path.join(self._base, str(j)), os.O_RDONLY)
+        except FileNotFoundError:
+            return None
 
     def _fd(self, j: int) -> int | None:
-        fd = self._fds.get(j)
-        if fd is None:
-            try:
-                fd = os.open(os.path.join(self._base, str(j)), os.O_RDONLY)
-            except FileNotFoundError:
-                return None
-            if len(self._fds) >= _MAX_OPEN_SHARDS:
-                self.close()
-            self._fds[j] = fd
-        return fd
+        return self._files.get(j)
 
     def _shard_index(self, j: int, fd: int) -> np.ndarray:
         """``(chunks per shard, 2)`` offsets and sizes of shard ``j`` (caller holds the lock)."""
@@ -407,7 +394,6 @@ class _LocalChunks:
 
 
 _EMPTY = (1 << 64) - 1  # shard index entry of a chunk never written
-_MAX_OPEN_SHARDS = 64
 
 
 def _local_chunks(group: zarr.Group, path) -> _LocalChunks | None:
