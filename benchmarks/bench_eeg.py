@@ -115,6 +115,19 @@ def run_method(method: str, edf: str, store: str, n_windows: int, repeats: int, 
     rng = np.random.default_rng(seed)
     out = {"method": method, "rss0_mb": rss_mb(), "maxrss0_mb": peak_rss_mb()}
     track = _RssTrack()
+    one_pass = None
+
+    def read_batches(read_batch):
+        """One pass over ``order`` in batches, the previous batch dropped before the next
+        is asked for (a training loop has handed it on)."""
+        acc = 0.0
+        for s in range(0, len(order), BATCH):
+            x = None
+            x = read_batch(order[s:s + BATCH])
+            acc += float(x[0, 0, 0])
+            track()
+        return acc
+
     if method in ("neurodata", "neurodata_seq"):
         from neurodata.dataset import open as nd_open
 
@@ -126,28 +139,16 @@ def run_method(method: str, edf: str, store: str, n_windows: int, repeats: int, 
             start = rng.integers(0, max(1, total - n_windows))
             order = np.arange(start, min(total, start + n_windows))
 
-        def one_pass():
-            acc = 0.0
-            for s in range(0, len(order), BATCH):
-                x = None  # a training loop has handed the previous batch on
-                x, _ = ws.read(order[s:s + BATCH])
-                acc += float(x[0, 0, 0])
-                track()
-            return acc
+        def read_batch(b):
+            return ws.read(b)[0]
     elif method == "mne_lazy":
         raw = mne.io.read_raw_edf(edf, preload=False)
         total = raw.n_times // L
         order = rng.permutation(total)[:n_windows]
 
-        def one_pass():
-            acc = 0.0
-            for s in range(0, len(order), BATCH):
-                x = None
-                x = np.stack([raw.get_data(start=int(i) * L, stop=int(i) * L + L)
-                              for i in order[s:s + BATCH]]).astype(np.float32)
-                acc += float(x[0, 0, 0])
-                track()
-            return acc
+        def read_batch(b):
+            return np.stack([raw.get_data(start=int(i) * L, stop=int(i) * L + L)
+                             for i in b]).astype(np.float32)
     elif method == "mne_epochs_lazy":
         raw = mne.io.read_raw_edf(edf, preload=False)
         events = mne.make_fixed_length_events(raw, duration=WIN_S)
@@ -155,14 +156,8 @@ def run_method(method: str, edf: str, store: str, n_windows: int, repeats: int, 
         total = len(events)
         order = rng.permutation(total)[: max(1, n_windows // 10)]  # slow: a tenth of the windows
 
-        def one_pass():
-            acc = 0.0
-            for s in range(0, len(order), BATCH):
-                x = None
-                x = ep[order[s:s + BATCH]].get_data().astype(np.float32)
-                acc += float(x[0, 0, 0])
-                track()
-            return acc
+        def read_batch(b):
+            return ep[b].get_data().astype(np.float32)
     elif method.startswith("braindecode"):
         import pandas as pd
         from torch.utils.data import DataLoader
@@ -204,17 +199,13 @@ def run_method(method: str, edf: str, store: str, n_windows: int, repeats: int, 
         total = raw.n_times // L
         order = rng.permutation(total)[:n_windows]
 
-        def one_pass():
-            acc = 0.0
-            for s in range(0, len(order), BATCH):
-                x = None
-                x = np.stack([data[:, int(i) * L:int(i) * L + L]
-                              for i in order[s:s + BATCH]]).astype(np.float32)
-                acc += float(x[0, 0, 0])
-                track()
-            return acc
+        def read_batch(b):
+            return np.stack([data[:, int(i) * L:int(i) * L + L] for i in b]).astype(np.float32)
     else:
         raise SystemExit(f"unknown method {method}")
+    if one_pass is None:
+        def one_pass():
+            return read_batches(read_batch)
     one_pass()  # warm-up (page cache, codecs)
     times = []
     for _ in range(repeats):
