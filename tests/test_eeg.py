@@ -167,6 +167,65 @@ def test_eeglab_set(real, tmp_path):
     ref = mne.io.read_raw_eeglab(path, preload=False)
     np.testing.assert_array_equal(ds[0].read(), ref.get_data().astype(np.float32))
 
+def _real_epochs(real, baseline=(None, 0)):
+    """Epochs of the real BrainVision recording at two alternating event codes."""
+    raw = mne.io.read_raw_brainvision(real("eeg/brainvision/test.vhdr"), preload=True)
+    ev = mne.make_fixed_length_events(raw, id=1, start=0.2, duration=0.5)
+    ev[1::2, 2] = 2
+    return mne.Epochs(raw, ev, {"left": 1, "right": 2}, tmin=-0.1, tmax=0.3,
+                      baseline=baseline, preload=True)
+
+
+@pytest.mark.parametrize("fmt", ["fif", "eeglab"])
+def test_epoched_file_windows_give_the_epochs_back(real, tmp_path, fmt):
+    from neurodata.signal_windows import WindowSource
+
+    epochs = _real_epochs(real)
+    if fmt == "fif":
+        path = tmp_path / "x-epo.fif"
+        epochs.save(path)
+        ref = mne.read_epochs(path, preload=True)
+    else:
+        pytest.importorskip("eeglabio")
+        path = tmp_path / "x_epochs.set"
+        mne.export.export_epochs(path, epochs, fmt="eeglab")
+        ref = mne.read_epochs_eeglab(path)
+    n, L = len(ref), len(ref.times)
+    assert n == len(epochs) > 10 and L == 401  # 1000 Hz, -0.1 .. 0.3 s
+    rec = _convert(path, tmp_path)[0]
+    assert rec.n_times == n * L and rec.ch_names == ref.ch_names and rec.sfreq == 1000.0
+    data = ref.get_data().astype(np.float32)  # (epoch, channel, time)
+    np.testing.assert_array_equal(rec.read(L, 2 * L), data[1])
+    ev = rec.events()
+    np.testing.assert_array_equal(ev["sample"], np.arange(n) * L + 100)  # time 0 of each epoch
+    np.testing.assert_array_equal(ev["code"], ref.events[:, 2])
+    name = {c: k for k, c in ref.event_id.items()}  # what MNE names each code
+    assert list(ev["label"]) == [name[c] for c in ref.events[:, 2]]
+    if fmt == "fif":
+        assert list(ev["label"][:3]) == ["left", "right", "left"]
+    ann = rec.annotations()
+    assert set(ann["description"]) == {"EDGE boundary"} and len(ann["onset"]) == n - 1
+    meta = rec.attrs["epochs"]
+    assert (meta["n_epochs"], meta["samples_per_epoch"], meta["tmin"]) == (n, L, -0.1)
+    if fmt == "fif":
+        assert meta["baseline"] == pytest.approx([-0.1, 0.0])
+        assert meta["source_event_samples"] == ref.events[:, 0].tolist()
+    # event-locked windows at the epochs' own span: the epochs, in order, with their labels
+    ws = WindowSource(tmp_path / "s.zarr", tmin=meta["tmin"], tmax=meta["tmax"])
+    x, y = ws.read(np.arange(len(ws.starts)))
+    np.testing.assert_array_equal(x, data)
+    assert [ws.class_names[k] for k in y] == list(ev["label"])
+
+
+def test_evoked_fif_is_refused_by_name(real, tmp_path):
+    path = tmp_path / "x-ave.fif"
+    _real_epochs(real).average().save(path)
+    with pytest.raises(FormatError, match="evoked") as e:
+        convert(path, tmp_path / "e.zarr")
+    assert "x-ave.fif" in str(e.value)
+    assert not (tmp_path / "e.zarr").exists()
+
+
 
 def test_sniffers_use_content(tmp_path, real):
     from neurodata.loaders.eeg_mne import source_kind

@@ -11,12 +11,17 @@ never silently mixed: by default (``mixed_rate="group"``) each rate becomes
 its own recording group ``<name>@<rate>Hz`` holding the samples as recorded;
 ``mixed_rate="resample"`` keeps one group at the highest rate, the slower
 channels upsampled by MNE's reader; ``mixed_rate="error"`` refuses the file.
+
+Epoched files (FIF ``-epo.fif``, EEGLAB sets with trials) are stored as the
+epochs end to end, each epoch's event in the events table, so event-locked
+windows with the same ``tmin``/``tmax`` return the epochs.
 """
 from __future__ import annotations
 
 import datetime as _dt
 import hashlib
 import re
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -192,6 +197,97 @@ def edf_read_signals(path, hdr: dict, signals, r0: int, r1: int) -> np.ndarray:
     return out
 
 
+# --------------------------------------------------------------------------- GDF header
+#: bytes per sample of the GDF data types MNE reads (GDFTYP code -> size)
+_GDF_TYPE_BYTES = {1: 1, 2: 1, 3: 2, 4: 2, 5: 4, 6: 4, 7: 8, 8: 8, 16: 4, 17: 8}
+
+
+def gdf_header(path) -> dict:
+    """Check a GDF 1.x/2.x header against the file size before MNE opens it.
+
+    MNE's reader trusts the header: a short file fails only when samples are
+    read, a record count of -1 or mixed data types give garbage, and a 2.x
+    header 3 (tag section) trips an assertion. Raises :class:`FormatError`
+    subclasses naming the file; returns version, channel count, record layout.
+    """
+    p = Path(path)
+    size = p.stat().st_size
+    with open(p, "rb") as fh:
+        fixed = fh.read(256)
+        if len(fixed) < 256:
+            raise TruncatedFileError(f"GDF header truncated ({len(fixed)} of 256 bytes)", p)
+        try:
+            version = float(fixed[4:8].decode("ascii"))
+        except (UnicodeDecodeError, ValueError):
+            version = 0.0
+        if fixed[:4] != b"GDF " or not 1.0 <= version < 3.0:
+            raise FormatError(f"unsupported GDF version string {fixed[:8]!r} "
+                              "(GDF 1.x and 2.x are read)", p)
+        gdf1 = version < 1.9
+        if gdf1:  # header length in bytes (int64), channel count uint32
+            header_bytes = struct.unpack_from("<q", fixed, 184)[0]
+            n_rec, num, den, ns = struct.unpack_from("<qIII", fixed, 236)
+        else:  # header length in 256-byte blocks (uint16), channel count uint16
+            header_bytes = 256 * struct.unpack_from("<H", fixed, 184)[0]
+            n_rec, num, den, ns = struct.unpack_from("<qIIH", fixed, 236)
+        if ns <= 0 or 256 * (ns + 1) > size:
+            raise TruncatedFileError(f"GDF header claims {ns} channels "
+                                     f"({256 * (ns + 1)} header bytes), the file holds {size}", p)
+        if header_bytes < 256 * (ns + 1):
+            raise CorruptFileError(f"GDF header length {header_bytes} is shorter than "
+                                   f"{ns} channel headers ({256 * (ns + 1)} bytes)", p)
+        if header_bytes > 256 * (ns + 1):
+            raise FormatError(f"GDF {version:.2f} header 3 ({header_bytes - 256 * (ns + 1)} "
+                              "bytes of tags) is not supported by MNE's GDF reader", p)
+        var = fh.read(256 * ns)  # stored field by field: all labels, all transducers, ...
+    # samples per record and data type sit at the same place in 1.x and 2.x
+    spr = np.frombuffer(var, "<u4", ns, 216 * ns)
+    types = np.frombuffer(var, "<u4", ns, 220 * ns)
+    unknown = sorted({int(t) for t in types} - set(_GDF_TYPE_BYTES))
+    if unknown:
+        raise CorruptFileError(f"GDF channel data type code(s) {unknown} unknown or not read "
+                               "by MNE", p)
+    if len(set(types.tolist())) > 1:
+        raise FormatError(f"GDF channels of different data types {sorted(set(types.tolist()))}: "
+                          "MNE reads one data type per file", p)
+    if num == 0 or den == 0:
+        raise CorruptFileError(f"GDF record duration {num}/{den} s is not valid", p)
+    record_bytes = int(spr.astype(np.int64).sum()) * _GDF_TYPE_BYTES[int(types[0])]
+    available = (size - header_bytes) // record_bytes if record_bytes else 0
+    if n_rec < 0:
+        raise FormatError("GDF number of data records is unknown (-1, recording not closed); "
+                          "MNE cannot read it", p)
+    if n_rec > available:
+        raise TruncatedFileError(f"truncated: header announces {n_rec} data records of "
+                                 f"{record_bytes} bytes, the file holds {available}", p)
+    _gdf_event_table(p, gdf1, header_bytes + n_rec * record_bytes, size)
+    return {"version": version, "n_channels": int(ns), "header_bytes": int(header_bytes),
+            "n_records": int(n_rec), "record_bytes": record_bytes,
+            "record_s": num / den, "spr": spr.astype(np.int64), "types": types.astype(int)}
+
+
+def _gdf_event_table(p: Path, gdf1: bool, start: int, size: int) -> None:
+    """The event table after the last record must hold the events its header counts."""
+    tail = size - start
+    if tail <= 0:
+        return
+    with open(p, "rb") as fh:
+        fh.seek(start)
+        head = fh.read(8)
+    mode = head[0]
+    if mode not in (1, 3):
+        if gdf1:  # MNE ignores a 1.x table of another mode; a 2.x one it would misread
+            return
+        raise CorruptFileError(f"GDF event table mode {mode} (1 or 3 expected)", p)
+    if len(head) < 8:
+        raise TruncatedFileError(f"GDF event table header truncated ({tail} of 8 bytes)", p)
+    n_ev = struct.unpack_from("<I", head, 4)[0] if gdf1 else int.from_bytes(head[1:4], "little")
+    need = 8 + n_ev * (12 if mode == 3 else 6)
+    if need > tail:
+        raise TruncatedFileError(f"truncated: GDF event table announces {n_ev} events "
+                                 f"({need} bytes), the file holds {tail}", p)
+
+
 # --------------------------------------------------------------------------- MNE reading
 def read_raw(path, kind: str | None = None, verbose="error"):
     """Open ``path`` with MNE, ``preload=False``; errors become :class:`NeurodataError`."""
@@ -203,6 +299,8 @@ def read_raw(path, kind: str | None = None, verbose="error"):
         raise FormatError("not an EEG file MNE reads (EDF, BDF, BrainVision, FIF, EEGLAB, GDF)", p)
     if kind in ("edf", "bdf"):
         edf_header(p)
+    elif kind == "gdf":
+        gdf_header(p)
     readers = {
         "edf": mne.io.read_raw_edf, "bdf": mne.io.read_raw_bdf,
         "brainvision": mne.io.read_raw_brainvision, "fif": mne.io.read_raw_fif,
@@ -214,6 +312,40 @@ def read_raw(path, kind: str | None = None, verbose="error"):
         raise
     except Exception as e:  # MNE raises bare Exception/AssertionError on corrupt headers too
         raise CorruptFileError(f"MNE cannot read this {kind} file: {e}".splitlines()[0], p) from None
+
+
+def read_recording(path, kind: str | None = None, verbose="error"):
+    """Open ``path`` as a continuous raw or, for FIF and EEGLAB files, as epochs.
+
+    Preprocessed EEG is often shared epoched (``-epo.fif``, EEGLAB sets with
+    trials): those come back as ``mne.Epochs`` (FIF lazily), which
+    :func:`write_epochs` stores. Averaged (evoked) FIF files are refused: they
+    are not recordings.
+    """
+    import mne
+
+    p = Path(path)
+    kind = kind or source_kind(p)
+    try:
+        return read_raw(p, kind, verbose)
+    except CorruptFileError as raw_error:
+        if kind not in ("fif", "eeglab"):
+            raise
+        try:
+            if kind == "fif":
+                return mne.read_epochs(p, preload=False, verbose=verbose)
+            return mne.read_epochs_eeglab(p, verbose=verbose)
+        except Exception:
+            pass
+        if kind == "fif":
+            try:
+                n_evoked = len(mne.read_evokeds(p, verbose=verbose))
+            except Exception:
+                n_evoked = 0
+            if n_evoked:
+                raise FormatError(f"FIF file holds {n_evoked} averaged (evoked) response(s), "
+                                  "not a recording or epochs", p) from None
+        raise raw_error
 
 
 _FIFF_UNITS = {107: "V", 112: "T", 201: "T/m", -1: "", 0: "", 101: "m", 108: "S",
@@ -335,6 +467,57 @@ def write_raw(writer, raw, name: str, attrs: dict, *, picks=None, positions=None
     return w
 
 
+def write_epochs(writer, epochs, name: str, attrs: dict, *, time_chunk: int | None = None,
+                 max_bytes: int = 8 << 20):
+    """Store ``mne.Epochs`` as one recording: the epochs end to end along time.
+
+    Epoch ``e`` fills samples ``[e * L, (e + 1) * L)`` (``L`` samples per
+    epoch). The events table holds each epoch's event at its time 0 (sample
+    ``e * L - round(tmin * sfreq)``) with its code and name, so event-locked
+    windows with the epochs' ``tmin``/``tmax`` give the epochs back exactly;
+    ``EDGE boundary`` annotations mark the joins (MNE's filters then treat
+    each epoch as its own segment). The group attribute ``epochs`` keeps
+    ``tmin``, ``tmax``, ``baseline`` and the events' samples in the source.
+    Epochs are copied a block at a time (FIF epochs are read lazily).
+    """
+    from neurodata.format.timeseries import default_time_chunk
+
+    picks = np.arange(len(epochs.ch_names))
+    names, types, units, pos = _ch_meta(epochs, picks)
+    sfreq = float(epochs.info["sfreq"])
+    L = len(epochs.times)
+    n_ep = len(epochs.events)
+    tc = int(time_chunk or default_time_chunk(len(picks)))
+    lock = -int(round(epochs.tmin * sfreq))
+    a = dict(attrs)
+    a["epochs"] = {"n_epochs": n_ep, "samples_per_epoch": L, "tmin": float(epochs.tmin),
+                   "tmax": float(epochs.tmax),
+                   "baseline": None if epochs.baseline is None else
+                   [None if b is None else float(b) for b in epochs.baseline],
+                   "source_event_samples": [int(v) for v in epochs.events[:, 0]]}
+    w = writer.add_recording(name, names, types, sfreq, n_ep * L, units=units, positions=pos,
+                             attrs=a, time_chunk=tc)
+    per = max(1, max_bytes // (8 * max(1, len(picks)) * L))
+    for e0 in range(0, n_ep, per):
+        e1 = min(n_ep, e0 + per)
+        block = epochs.get_data(item=np.arange(e0, e1))  # (epoch, channel, time)
+        if block.shape[0] != e1 - e0:
+            raise FormatError(f"epochs {e0}-{e1 - 1} could not all be read "
+                              f"({block.shape[0]} returned; rejected on reading?)",
+                              epochs.filename or name)
+        w.write(block.transpose(1, 0, 2).reshape(len(picks), -1))
+    code = epochs.events[:, 2].astype(np.int64)
+    by_code = {}
+    for label, c in epochs.event_id.items():
+        by_code.setdefault(int(c), label)
+    w.set_events(np.arange(n_ep, dtype=np.int64) * L + lock, code,
+                 np.asarray([by_code.get(int(c), str(c)) for c in code], dtype=object))
+    joins = np.arange(1, n_ep, dtype=np.float64) * L / sfreq
+    w.set_annotations(joins, np.zeros(len(joins)), ["EDGE boundary"] * len(joins))
+    w.close()
+    return w
+
+
 def _write_edf_group(writer, path, hdr, signals, name, attrs, raw, time_chunk=None):
     """A slower-rate EDF/BDF group, read from the records at its own rate (block by block)."""
     from neurodata.format.timeseries import default_time_chunk
@@ -384,10 +567,12 @@ def add_file(writer, src, *, kind: str | None = None, name: str | None = None,
     mne-bids with channel types from ``channels.tsv``. Returns the recording
     group names written (several for a mixed-rate file).
     """
+    import mne
+
     src = Path(src)
     kind = kind or source_kind(src)
     if raw is None:
-        raw = read_raw(src, kind)
+        raw = read_recording(src, kind)
     elif kind in ("edf", "bdf"):
         edf_header(src)
     # a clinical file is often named after the patient: no file name survives deidentification
@@ -398,6 +583,9 @@ def add_file(writer, src, *, kind: str | None = None, name: str | None = None,
     attrs.update(extra_attrs or {})
     if mixed_rate not in ("group", "resample", "error"):
         raise ValueError("mixed_rate must be 'group', 'resample' or 'error'")
+    if isinstance(raw, mne.BaseEpochs):
+        write_epochs(writer, raw, rec_name, attrs, time_chunk=time_chunk)
+        return [rec_name]
     rates = None
     if kind in ("edf", "bdf"):
         hdr = edf_header(src)
@@ -449,7 +637,9 @@ def convert(src, out, attrs: dict | None = None, *, kind: str | None = None,
     Parameters
     ----------
     src : path-like
-        EDF/EDF+, BDF, BrainVision ``.vhdr``, FIF, EEGLAB ``.set``, GDF file, or a BIDS folder.
+        EDF/EDF+, BDF, BrainVision ``.vhdr``, FIF, EEGLAB ``.set``, GDF file, or a BIDS
+        folder. Epoched FIF (``-epo.fif``) and EEGLAB files become one recording of the
+        epochs end to end (see :func:`write_epochs`).
     out : path-like
         Folder to create (``neurodata.convert`` passes a temporary one).
     attrs : dict, optional
@@ -522,4 +712,4 @@ def companion_files(src: Path, kind: str) -> list[Path]:
 
 
 __all__ = ["VERSION", "KINDS", "sniff", "source_kind", "convert", "add_file", "write_raw",
-           "read_raw", "edf_header", "edf_read_signals", "stim_events", "pseudonym"]
+           "write_epochs", "read_raw", "read_recording", "edf_header", "edf_read_signals", "gdf_header", "stim_events", "pseudonym"]
