@@ -2,9 +2,9 @@
 
 A :class:`WindowSource` is a table of windows (recording, first sample,
 label) plus a reader: ``read(indices)`` groups the requested windows by
-recording, merges windows that lie close together into one contiguous read,
-and decodes only the store chunks those reads overlap. A 4 s window out of a
-ten-hour recording therefore costs one or two chunks, never the recording.
+recording and reads each store chunk they overlap once, straight into the
+batch. A 4 s window out of a ten-hour recording therefore costs one or two
+chunks, never the recording.
 """
 from __future__ import annotations
 
@@ -15,9 +15,6 @@ import numpy as np
 from neurodata.errors import NeurodataError
 
 __all__ = ["WindowSource"]
-
-#: bytes of signal one merged read may span (windows beyond it start a new read)
-_RUN_BYTES = 4 << 20
 
 
 class WindowSource:
@@ -59,22 +56,20 @@ class WindowSource:
         augmentation from :mod:`neurodata.transforms.signal`).
     time_major : bool
         Return ``(B, time, channel)`` instead of ``(B, channel, time)``.
-    merge_gap : float
-        Windows closer than ``merge_gap`` window lengths are read in one slice.
     """
 
     def __init__(self, ds, length: float | None = None, stride: float | None = None, *,
                  events=None, tmin: float | None = None, tmax: float | None = None,
                  source: str = "events", baseline=None, picks=None, recordings=None,
                  transform: Callable | None = None, augment: Callable | None = None,
-                 time_major: bool = False, merge_gap: float = 1.0,
+                 time_major: bool = False,
                  storage_options: dict | None = None, max_partition_windows: int | None = None):
         from neurodata.format.timeseries import TimeseriesDataset, open_store
 
         self._init_kw = dict(length=length, stride=stride, events=events, tmin=tmin, tmax=tmax,
                              source=source, baseline=baseline, picks=picks,
                              recordings=recordings, transform=transform, augment=augment,
-                             time_major=time_major, merge_gap=merge_gap,
+                             time_major=time_major,
                              storage_options=storage_options,
                              max_partition_windows=max_partition_windows)
         self.ds = ds if isinstance(ds, TimeseriesDataset) else open_store(ds, storage_options)
@@ -104,7 +99,6 @@ class WindowSource:
         self.transform, self.augment = transform, augment
         self.time_major = time_major
         self.margin = int(getattr(transform, "margin", 0) or 0)
-        self.merge_gap = float(merge_gap)
         self.class_names: list[str] = []
         if tmin is not None or tmax is not None or events is not None:
             if tmin is None or tmax is None:
@@ -236,8 +230,7 @@ class WindowSource:
     def read(self, indices: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
         """Windows ``indices`` as ``(array (B, channel, time) float32, labels (B,) int64)``.
 
-        Windows of one recording that lie within ``merge_gap`` window lengths of
-        each other are read in a single slice; only overlapping chunks are decoded.
+        Only the chunks the windows overlap are read, each once per call.
         """
         idx = np.asarray(indices, np.int64).reshape(-1)
         if len(idx) and (idx.min() < -len(self) or idx.max() >= len(self)):
@@ -249,39 +242,25 @@ class WindowSource:
         order = np.lexsort((self.starts[idx], self.rec_index[idx]))
         rec_sorted = self.rec_index[idx][order]
         st_sorted = self.starts[idx][order] - m
-        gap = max(1, int(self.merge_gap * L))
-        # run boundaries: a new recording, a jump larger than the gap, or a run
-        # already spanning _RUN_SAMPLES (one read stays cache-sized)
-        brk = np.ones(len(order), bool)
-        if len(order) > 1:
-            brk[1:] = (rec_sorted[1:] != rec_sorted[:-1]) | \
-                      (st_sorted[1:] - st_sorted[:-1] > full + gap)
-            cap = max(full, _RUN_BYTES // (4 * self.recordings[0].n_channels))
-            first = 0
-            for j in range(1, len(order)):  # per window of the batch, not per sample
-                if brk[j] or st_sorted[j] + full - st_sorted[first] > cap:
-                    brk[j] = True
-                    first = j
-        run_starts = np.nonzero(brk)[0]
-        run_ends = np.append(run_starts[1:], len(order))
-        all_ch = len(self.picks) == self.recordings[0].n_channels and \
-            np.array_equal(self.picks, np.arange(len(self.picks)))
-        for a, b in zip(run_starts, run_ends):
+        picks = None if len(self.picks) == self.recordings[0].n_channels and \
+            np.array_equal(self.picks, np.arange(len(self.picks))) else self.picks
+        # per recording, the windows inside it in one call (each chunk is read once for
+        # all the windows overlapping it, straight into the batch); windows whose margin
+        # reaches past an end are read clipped and padded with the edge samples
+        cuts = np.flatnonzero(rec_sorted[1:] != rec_sorted[:-1]) + 1
+        for a, b in zip(np.r_[0, cuts], np.r_[cuts, len(order)]):
             rec = self.recordings[int(rec_sorted[a])]
-            s0, s1 = int(st_sorted[a]), int(st_sorted[b - 1]) + full
-            lo, hi = max(0, s0), min(rec.n_times, s1)
-            if lo == s0 and hi == s1:  # chunks decoded once, straight into the batch
-                rec.read_windows(st_sorted[a:b], full, out, order[a:b],
-                                 None if all_ch else self.picks)
+            st, rows = st_sorted[a:b], order[a:b]
+            inside = (st >= 0) & (st + full <= rec.n_times)
+            if inside.all():
+                rec.read_windows(st, full, out, rows, picks)
                 continue
-            block = rec.read(lo, hi)
-            if not all_ch:
-                block = block[self.picks]
-            if lo > s0 or hi < s1:  # margin beyond the recording: repeat edge samples
-                block = np.pad(block, ((0, 0), (lo - s0, s1 - hi)), mode="edge")
-            # one contiguous copy per window (B is a batch, not a sample count)
-            for j, r0 in zip(order[a:b].tolist(), (st_sorted[a:b] - s0).tolist()):
-                out[j] = block[:, r0:r0 + full]
+            if inside.any():
+                rec.read_windows(st[inside], full, out, rows[inside], picks)
+            for s0, j in zip(st[~inside].tolist(), rows[~inside].tolist()):
+                lo, hi = max(0, s0), min(rec.n_times, s0 + full)
+                block = rec.read(lo, hi, channels=picks)
+                out[j] = np.pad(block, ((0, 0), (lo - s0, s0 + full - hi)), mode="edge")
         if self.transform is not None:
             out = np.asarray(self.transform(out), np.float32)
             if m:

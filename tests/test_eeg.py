@@ -424,22 +424,31 @@ def test_fixed_windows_and_partitions(tmp_path):
     np.testing.assert_array_equal(xt[0], x[:, 400:800].T)
 
 
-def test_batch_read_decodes_into_batch_equal_to_slices(tmp_path):
-    """Overlapping, repeated and unordered windows, with and without picks, through the
-    direct chunk reader and through zarr, equal plain slices of the data; a batch
-    costs little beyond itself."""
+@pytest.mark.parametrize("data_codec", ["none", "lz4", "zstd"])
+def test_batch_read_decodes_into_batch_equal_to_slices(tmp_path, data_codec):
+    """Overlapping, repeated and unordered windows, with and without picks, windows that
+    are exactly one chunk (read straight into the batch when raw) and windows that straddle
+    chunks, through the direct chunk reader and through zarr, equal plain slices of the
+    data, for every data codec; a batch costs little beyond itself."""
     rng = np.random.default_rng(7)
     x = rng.standard_normal((5, 20000)).astype(np.float32)
-    w = TimeseriesStoreWriter(tmp_path / "s.zarr")
+    w = TimeseriesStoreWriter(tmp_path / "s.zarr", data_codec=data_codec)
     w.add_recording("a", list("ABCDE"), ["eeg"] * 5, 100.0, 20000, time_chunk=256).write(x)
     w.close()
-    for picks, rows in ((None, [0, 1, 2, 3, 4]), (["E", "B"], [4, 1])):
-        ws = nd_open(tmp_path / "s.zarr").windows(length=3.0, stride=0.7, picks=picks)
+    codecs = json.loads((tmp_path / "s.zarr" / "a" / "data" / "zarr.json").read_text())
+    inner = [c["name"] for c in codecs["codecs"][0]["configuration"]["codecs"]]
+    assert inner == (["bytes"] if data_codec == "none" else ["bytes", "blosc"])
+    cases = [(3.0, 0.7, None, [0, 1, 2, 3, 4]), (3.0, 0.7, ["E", "B"], [4, 1]),
+             (2.56, 2.56, None, [0, 1, 2, 3, 4]), (2.56, 1.28, ["C"], [2])]
+    for length, stride, picks, rows in cases:
+        ws = nd_open(tmp_path / "s.zarr").windows(length=length, stride=stride, picks=picks)
         assert ws.recordings[0]._direct is not None
+        L = ws.length
         idx = np.concatenate([rng.integers(0, len(ws), 40), [3, 3, 4, len(ws) - 1, 0]])
         got, _ = ws.read(idx)
-        want = np.stack([x[rows, s:s + 300] for s in ws.starts[idx]])
+        want = np.stack([x[rows, s:s + L] for s in ws.starts[idx]])
         np.testing.assert_array_equal(got, want)
+        np.testing.assert_array_equal(ws.recordings[0].read(123, 5000), x[:, 123:5000])
         ws.recordings[0]._direct = None  # the zarr path gives the same
         np.testing.assert_array_equal(ws.read(idx)[0], want)
     ws = nd_open(tmp_path / "s.zarr").windows(length=3.0, stride=0.7)
@@ -465,6 +474,31 @@ def test_window_filter_with_margin_equals_whole_recording_filter(tmp_path):
     got, _ = ws.read([10, 30])
     np.testing.assert_allclose(got[0], whole[:, 10000:11000], atol=2e-6)
     np.testing.assert_allclose(got[1], whole[:, 30000:31000], atol=2e-6)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "index", "chunk"])
+def test_damaged_shard_names_the_file(tmp_path, damage):
+    """A shard cut short, a changed index byte (crc32c) or a garbled compressed chunk: the
+    window read fails with a CorruptFileError naming the shard file."""
+    x = np.random.default_rng(1).standard_normal((4, 8192)).astype(np.float32)
+    w = TimeseriesStoreWriter(tmp_path / "s.zarr", data_codec="none" if damage != "chunk"
+                              else "lz4")
+    w.add_recording("a", list("ABCD"), ["eeg"] * 4, 100.0, 8192, time_chunk=256).write(x)
+    w.close()
+    shard = tmp_path / "s.zarr" / "a" / "data" / "c" / "0" / "1"
+    raw = bytearray(shard.read_bytes())
+    if damage == "truncated":
+        raw = raw[:len(raw) // 2]
+    elif damage == "index":
+        raw[-20] ^= 0xFF
+    else:
+        raw[0:16] = bytes(16)  # the blosc header of the shard's first chunk
+    shard.write_bytes(bytes(raw))
+    ws = nd_open(tmp_path / "s.zarr").windows(length=2.56)
+    np.testing.assert_array_equal(ws.read([0])[0][0], x[:, :256])  # shard 0 is intact
+    with pytest.raises(CorruptFileError) as e:
+        ws.read([16])  # the first chunk of shard 1
+    assert str(shard) in str(e.value) and "\n" not in str(e.value)
 
 
 def test_window_reads_only_needed_chunks(tmp_path):

@@ -153,7 +153,8 @@ class ColumnLayout:
         return 16 * self.per_shard + (4 if self.index_crc else 0)
 
 
-def _crc32c():
+def crc32c_func():
+    """google_crc32c's crc32c of bytes (zarr's shard index checksum), or None when absent."""
     try:
         import google_crc32c
     except ImportError:  # zarr depends on it; without it the index is only bounds-checked
@@ -222,7 +223,7 @@ class DirectReader:
         from numcodecs import blosc
 
         self._decompress = blosc.decompress
-        self._crc = _crc32c()
+        self._crc = crc32c_func()
         self._index: dict = {}
         self._reset()
 

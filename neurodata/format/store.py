@@ -231,14 +231,15 @@ def create_array(
     chunks: Sequence[int] | None = None,
     shards: Sequence[int] | None = None,
     attrs: dict | None = None,
-    compressor: BloscCodec | None = None,
+    compressor: BloscCodec | str | None = "default",
 ) -> zarr.Array:
     """Create an array that xarray reads with named ``dims``.
 
     ``data`` is written when given; otherwise ``shape``/``dtype`` define an
     empty array to fill (or resize) later. String data is stored as zarr's
     variable-length UTF-8 strings. ``attrs`` may carry ``units`` and, for
-    xarray, ``coordinates``.
+    xarray, ``coordinates``. ``compressor``: a blosc codec, ``"default"``
+    (:func:`codec`) or ``None`` (chunks stored uncompressed).
     """
     if data is not None:
         data = np.asarray(data)
@@ -261,7 +262,8 @@ def create_array(
         shape=tuple(shape),
         dtype=str if is_str else dtype,
         chunks=tuple(chunks),
-        compressors=ZstdCodec(level=5) if is_str else (compressor or codec()),
+        compressors=ZstdCodec(level=5) if is_str else (
+            codec() if isinstance(compressor, str) and compressor == "default" else compressor),
         dimension_names=list(dims),
         fill_value="" if is_str else 0,
         **kw,

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
 import threading
 from pathlib import Path
 from typing import Sequence
@@ -28,9 +29,9 @@ from typing import Sequence
 import numpy as np
 import zarr
 
-from neurodata.errors import NeurodataError, SchemaError
+from neurodata.errors import CorruptFileError, NeurodataError, SchemaError
 from neurodata.format.schema import SCHEMA_ATTR, parse_schema
-from neurodata.format.shards import OpenFiles
+from neurodata.format.shards import OpenFiles, crc32c_func
 from neurodata.format.snapshot import checked_read, open_pinned
 from neurodata.format.store import _jsonable, codec, create_array, finalize_store, open_new_group
 
@@ -42,11 +43,27 @@ from neurodata.format.store import _jsonable, codec, create_array, finalize_stor
 CHUNK_BYTES = 1 << 18
 #: chunks per shard file along time (a shard file of about 4 MiB)
 CHUNKS_PER_SHARD = 16
-#: codec of ``data``: blosc-lz4 with byte shuffle. Measured on the MNE test recordings
-#: (EDF, BDF, BrainVision as float32): 0.58-0.84 of raw size decoded at 0.8-2.2 GB/s, against
-#: 0.45-0.73 at 0.24-0.30 GB/s for zstd-5 bit-shuffle -- windows are decode-bound, so the
-#: 4-8x faster decode is worth the 15-35 % more bytes.
-DATA_CODEC = dict(cname="lz4", clevel=5, shuffle="shuffle")
+#: codecs of ``data`` (``data_codec=`` of the writers and loaders). float32 signals compress
+#: little: on the MNE test recordings (EDF, BDF, BrainVision) "lz4" (blosc-lz4, byte shuffle)
+#: keeps 0.58-0.84 of the raw size, decoded at 0.8-2.2 GB/s, "zstd" (zstd-5, bit shuffle)
+#: 0.45-0.73 at 0.24-0.30 GB/s. "none" (the default) stores chunks raw, so a window costs
+#: only the read of its bytes, straight into the batch when it is whole chunks: 3-3.5x the
+#: windows/s of "lz4" from the page cache (benchmarks/bench_eeg.py). Compress for archives,
+#: publishing, or datasets much larger than RAM on slow disks, where bytes read dominate.
+DATA_CODECS = {"none": None,
+               "lz4": dict(cname="lz4", clevel=5, shuffle="shuffle"),
+               "zstd": dict(cname="zstd", clevel=5, shuffle="bitshuffle")}
+DEFAULT_DATA_CODEC = "none"
+
+
+def data_compressor(name: str | None):
+    """The zarr codec for ``data_codec=name`` (one of :data:`DATA_CODECS`, None: the
+    default); None when chunks are stored raw."""
+    name = DEFAULT_DATA_CODEC if name is None else name
+    if name not in DATA_CODECS:
+        raise ValueError(f"data_codec must be one of {sorted(DATA_CODECS)}, not {name!r}")
+    conf = DATA_CODECS[name]
+    return None if conf is None else codec(**conf)
 #: channel types the format names (others are stored as given)
 CHANNEL_TYPES = ("eeg", "seeg", "ecog", "dbs", "eog", "emg", "ecg", "stim", "resp", "misc")
 
@@ -70,7 +87,7 @@ class RecordingWriter:
     """Append ``(channel, time)`` blocks of one recording; made by :class:`TimeseriesStoreWriter`."""
 
     def __init__(self, group: zarr.Group, n_channels: int, n_times: int, time_chunk: int,
-                 path: str):
+                 path: str, data_codec: str | None = None):
         self.group = group
         self.n_channels, self.n_times = n_channels, n_times
         self.time_chunk = time_chunk
@@ -84,7 +101,7 @@ class RecordingWriter:
             dtype=np.float32, chunks=(n_channels, time_chunk),
             shards=(n_channels, self.shard) if n_times >= self.shard else None,
             attrs={"coordinates": "ch_type unit", "long_name": "signal (SI units, see unit)"},
-            compressor=codec(**DATA_CODEC))
+            compressor=data_compressor(data_codec))
         self._events = None
         self._annotations = None
 
@@ -172,9 +189,15 @@ class TimeseriesStoreWriter:
         Folder to create.
     attrs : dict, optional
         Extra root attributes (dataset name, licence, citation, ...).
+    data_codec : {"none", "lz4", "zstd"}, optional
+        Compression of the signal chunks (see :data:`DATA_CODECS`; default
+        :data:`DEFAULT_DATA_CODEC`, raw: the fastest window reads); "zstd" makes the
+        smallest store.
     """
 
-    def __init__(self, path, attrs: dict | None = None):
+    def __init__(self, path, attrs: dict | None = None, data_codec: str | None = None):
+        data_compressor(data_codec)  # checks the name before anything is written
+        self.data_codec = data_codec
         self.path = os.fspath(path)
         self._root = open_new_group(self.path, "timeseries")
         self._attrs = dict(attrs or {})
@@ -232,7 +255,7 @@ class TimeseriesStoreWriter:
         a.update(attrs or {})
         g.attrs.update(_jsonable(a))
         self._recordings.append(name)
-        w = RecordingWriter(g, n_ch, int(n_times), tc, self.path)
+        w = RecordingWriter(g, n_ch, int(n_times), tc, self.path, self.data_codec)
         self._open.append(w)
         return w
 
@@ -256,10 +279,11 @@ class _LocalChunks:
 
     zarr-python's per-call overhead (about a millisecond) dominates reading a
     4 s window; for the layout this module writes (one chunk row of all
-    channels, blosc inside optional sharding, index at the end) the bytes of a
-    chunk are found with one ``pread`` (the shard index is read once per shard
-    and cached) and decoded by blosc directly. Any other layout, or a remote
-    store, uses zarr.
+    channels, blosc or raw inside optional sharding, index at the end) a
+    chunk's bytes are found from the shard index (read once per shard and
+    cached) and read with one ``preadv`` into a reused buffer -- or, for raw
+    chunks a window covers whole, straight into the window. Any other layout,
+    or a remote store, uses zarr.
     """
 
     def __init__(self, folder: Path, meta: dict):
@@ -282,23 +306,30 @@ class _LocalChunks:
         else:
             self.shard = None
             self.chunk = outer[1]
-        if [c["name"] for c in codecs] != ["bytes", "blosc"] or \
+        names = [c["name"] for c in codecs]
+        if names not in (["bytes", "blosc"], ["bytes"]) or \
                 codecs[0].get("configuration", {}).get("endian", "little") != "little" or \
-                meta["data_type"] != "float32" or outer[0] != self.n_channels:
+                sys.byteorder != "little" or meta["data_type"] != "float32" or \
+                outer[0] != self.n_channels:
             raise ValueError("unsupported codecs")
+        self.compressed = names == ["bytes", "blosc"]
+        self.chunk_bytes = 4 * self.n_channels * self.chunk
         sep = meta.get("chunk_key_encoding", {}).get("configuration", {}).get("separator", "/")
         if meta.get("chunk_key_encoding", {}).get("name", "default") != "default" or sep != "/":
             raise ValueError("unsupported chunk keys")
         self._base = os.path.join(os.fspath(folder), "c", "0")
-        self._index: dict[int, list] = {}
-        self._files = OpenFiles(self._open_shard)
-        # pipeline threads share a dataset: file handles and the index cache change under it
+        self._index: dict[int, np.ndarray] = {}
+        # each thread keeps its own open files, so that reads of pipeline threads never
+        # wait on one another (and a file is never closed under another thread's read)
         self._lock = threading.Lock()
-        self._tls = threading.local()  # per-thread decode buffers, kept between reads
+        self._all_files: list[OpenFiles] = []
+        self._tls = threading.local()  # per thread: open files, decode buffers
 
     def close(self) -> None:
-        """Close the shard files kept open between reads (callers hold the lock or are alone)."""
-        self._files.close()
+        """Close the shard files kept open between reads (callers are alone)."""
+        with self._lock:
+            for files in self._all_files:
+                files.close()
 
     def _open_shard(self, j: int) -> int | None:
         try:
@@ -307,80 +338,149 @@ class _LocalChunks:
             return None
 
     def _fd(self, j: int) -> int | None:
-        return self._files.get(j)
+        files = getattr(self._tls, "files", None)
+        if files is None:
+            files = self._tls.files = OpenFiles(self._open_shard)
+            with self._lock:
+                self._all_files.append(files)
+        return files.get(j)
 
     def _shard_index(self, j: int, fd: int) -> np.ndarray:
-        """``(chunks per shard, 2)`` offsets and sizes of shard ``j`` (caller holds the lock)."""
+        """``(chunks per shard, 2)`` offsets and sizes of shard ``j``."""
         idx = self._index.get(j)
         if idx is None:
+            name = os.path.join(self._base, str(j))
             per = self.shard // self.chunk
             size = os.fstat(fd).st_size
-            raw = os.pread(fd, 16 * per, size - (16 * per + 4))
+            if size < 16 * per + 4:
+                raise CorruptFileError(f"shard file of {size} bytes is shorter than its index",
+                                       name)
+            raw = os.pread(fd, 16 * per + 4, size - (16 * per + 4))
+            crc = crc32c_func()
+            if crc is not None and crc(raw[:-4]) != int.from_bytes(raw[-4:], "little"):
+                raise CorruptFileError("shard index checksum mismatch (damaged or truncated "
+                                       "shard file)", name)
             # kept as a small array (1 KiB a shard), not Python ints (~10x more)
-            idx = np.frombuffer(raw, "<u8").reshape(per, 2)
-            self._index[j] = idx
+            idx = np.frombuffer(raw, "<u8", 2 * per).reshape(per, 2)
+            ends = idx[:, 0] + idx[:, 1]
+            if np.any((idx[:, 0] != _EMPTY) & ((ends > size) | (ends < idx[:, 0]))):
+                raise CorruptFileError("shard index points past the end of the file", name)
+            self._index[j] = idx  # two threads may both read it: same value
         return idx
 
-    def _chunk_bytes(self, k: int) -> bytes | None:
+    def _locate(self, k: int):
+        """``(fd, offset, size, file)`` of chunk ``k``, or None when it was never written."""
         if self.shard is None:
-            try:
-                with open(os.path.join(self._base, str(k)), "rb") as fh:
-                    return fh.read()
-            except FileNotFoundError:
-                return None
+            name = os.path.join(self._base, str(k))
+            fd = self._files_plain(name)
+            return None if fd is None else (fd, 0, os.fstat(fd).st_size, name)
         per = self.shard // self.chunk
         j, within = divmod(k, per)
-        with self._lock:
-            fd = self._fd(j)
-            if fd is None:
-                return None
-            idx = self._shard_index(j, fd)
-            off, n = int(idx[within, 0]), int(idx[within, 1])
-            if off == _EMPTY:
-                return None
-            return os.pread(fd, n, off)
+        fd = self._fd(j)
+        if fd is None:
+            return None
+        idx = self._shard_index(j, fd)
+        off, n = int(idx[within, 0]), int(idx[within, 1])
+        if off == _EMPTY:
+            return None
+        return fd, off, n, os.path.join(self._base, str(j))
+
+    def _files_plain(self, name: str) -> int | None:
+        try:
+            return os.open(name, os.O_RDONLY)
+        except FileNotFoundError:
+            return None
+
+    def _chunk_into(self, k: int, dst: np.ndarray) -> bool:
+        """Decode chunk ``k`` into ``dst`` (``(channel, chunk)`` float32, contiguous).
+
+        False when the chunk was never written (its samples are the fill value 0).
+        """
+        loc = self._locate(k)
+        if loc is None:
+            return False
+        fd, off, n, name = loc
+        try:
+            if not self.compressed:
+                if n != self.chunk_bytes:
+                    raise CorruptFileError(f"chunk {k} holds {n} bytes, {self.chunk_bytes} "
+                                           "expected", name)
+                got = os.preadv(fd, [dst], off)
+            else:
+                raw = getattr(self._tls, "raw", None)
+                if raw is None or len(raw) < n:
+                    raw = self._tls.raw = bytearray(max(n, self.chunk_bytes + 64))
+                view = memoryview(raw)[:n]
+                got = os.preadv(fd, [view], off)
+                if got == n:
+                    try:
+                        self._decompress(view, dst)
+                    except Exception as e:
+                        raise CorruptFileError(f"chunk {k} does not decode: {e}", name) from None
+        finally:
+            if self.shard is None:
+                os.close(fd)
+        if got != n:
+            raise CorruptFileError(f"chunk {k}: {got} of {n} bytes readable (truncated file)",
+                                   name)
+        return True
+
+    def _buffer(self) -> np.ndarray:
+        spare = getattr(self._tls, "buffers", None)
+        if spare:
+            return spare.pop()
+        return np.empty((self.n_channels, self.chunk), np.float32)
+
+    def _release(self, buf: np.ndarray) -> None:
+        spare = getattr(self._tls, "buffers", None)
+        if spare is None:
+            spare = self._tls.buffers = []
+        if len(spare) < 3:
+            spare.append(buf)
 
     def read(self, start: int, stop: int) -> np.ndarray:
         out = np.empty((self.n_channels, stop - start), np.float32)
         c = self.chunk
+        buf = self._buffer()
         for k in range(start // c, -(-stop // c)):
-            raw = self._chunk_bytes(k)
             a, b = max(start, k * c), min(stop, (k + 1) * c)
-            if raw is None:
+            if not self._chunk_into(k, buf):
                 out[:, a - start:b - start] = 0.0
-                continue
-            block = np.frombuffer(self._decompress(raw), np.float32).reshape(self.n_channels, c)
-            out[:, a - start:b - start] = block[:, a - k * c:b - k * c]
+            else:
+                out[:, a - start:b - start] = buf[:, a - k * c:b - k * c]
+        self._release(buf)
         return out
-
 
     def read_windows(self, starts, length: int, out: np.ndarray, rows, picks=None) -> None:
         """Samples ``[starts[i], starts[i] + length)`` into ``out[rows[i]]`` (channel, time).
 
-        ``starts`` ascending and inside the recording. Each chunk is decoded
-        once into a reused buffer, however many windows overlap it, and copied
-        straight into the windows: no block of the run is materialised.
+        ``starts`` ascending and inside the recording. Each chunk is read once
+        into a reused buffer, however many windows overlap it, and copied
+        straight into the windows; a window that is exactly one chunk (and all
+        channels) is read into its place in ``out`` with no copy.
         """
-        c, C = self.chunk, self.n_channels
-        spare = getattr(self._tls, "buffers", None) or []
-        self._tls.buffers = []
+        c = self.chunk
         cache: dict[int, np.ndarray | None] = {}  # the chunks the current window overlaps
+        direct = picks is None and length == c and out.dtype == np.float32
         for s, j in zip(np.asarray(starts).tolist(), np.asarray(rows).tolist()):
             k0, k1 = s // c, -(-(s + length) // c)
             for k in [k for k in cache if k < k0]:  # starts ascend: never needed again
                 buf = cache.pop(k)
                 if buf is not None:
-                    spare.append(buf)
+                    self._release(buf)
             dst = out[j]
+            if direct and s == k0 * c and k0 not in cache and dst.flags.c_contiguous:
+                if not self._chunk_into(k0, dst):
+                    dst[...] = 0.0
+                continue
             for k in range(k0, k1):
                 if k not in cache:
-                    raw = self._chunk_bytes(k)
-                    if raw is None:
-                        cache[k] = None
-                    else:
-                        buf = spare.pop() if spare else np.empty((C, c), np.float32)
-                        self._decompress(raw, buf)
+                    buf = self._buffer()
+                    if self._chunk_into(k, buf):
                         cache[k] = buf
+                    else:
+                        self._release(buf)
+                        cache[k] = None
                 block = cache[k]
                 a, b = max(s, k * c), min(s + length, (k + 1) * c)
                 if block is None:
@@ -389,8 +489,9 @@ class _LocalChunks:
                     dst[:, a - s:b - s] = block[:, a - k * c:b - k * c]
                 else:
                     dst[:, a - s:b - s] = block[picks, a - k * c:b - k * c]
-        spare.extend(buf for buf in cache.values() if buf is not None)
-        self._tls.buffers = spare[:3]
+        for buf in cache.values():
+            if buf is not None:
+                self._release(buf)
 
 
 _EMPTY = (1 << 64) - 1  # shard index entry of a chunk never written
@@ -515,9 +616,22 @@ class Recording:
             return
 
         def _zarr():
-            for s, j in zip(starts.tolist(), np.asarray(rows).tolist()):
-                block = np.asarray(self.data[:, s:s + length])
-                out[j] = block if picks is None else block[picks]
+            # overlapping or touching windows in one slice (at most about 4 MiB), so that
+            # a remote store fetches each chunk once
+            st, rw = starts.tolist(), np.asarray(rows).tolist()
+            cap = max(int(length), (4 << 20) // (4 * self.n_channels))
+            i = 0
+            while i < len(st):
+                j = i + 1
+                while j < len(st) and st[j] <= st[j - 1] + length and \
+                        st[j] + length - st[i] <= cap:
+                    j += 1
+                block = np.asarray(self.data[:, st[i]:st[j - 1] + length])
+                if picks is not None:
+                    block = block[picks]
+                for s, r in zip(st[i:j], rw[i:j]):
+                    out[r] = block[:, s - st[i]:s - st[i] + length]
+                i = j
         checked_read(self._snap, _zarr)
 
     def annotations(self) -> dict:

@@ -99,7 +99,7 @@ def _read_recording(bp, fpath: Path, read_raw_bids):
 
 def convert_bids(src, out, attrs: dict | None = None, *, deidentify: bool = False,
                  pseudonym_salt: str = "", mixed_rate: str = "group", time_chunk=None,
-                 datatype=None, subjects=None, tasks=None) -> None:
+                 datatype=None, subjects=None, tasks=None, data_codec: str | None = None) -> None:
     """Convert a whole BIDS folder (every EEG/iEEG recording) into one ``timeseries/1`` store.
 
     Parameters
@@ -112,7 +112,7 @@ def convert_bids(src, out, attrs: dict | None = None, *, deidentify: bool = Fals
         Restrict to one datatype (default both).
     subjects, tasks : list of str, optional
         Restrict to these BIDS entities.
-    deidentify, pseudonym_salt, mixed_rate, time_chunk
+    deidentify, pseudonym_salt, mixed_rate, time_chunk, data_codec
         As for :func:`neurodata.loaders.eeg_mne.convert`.
     """
     from mne_bids import read_raw_bids
@@ -137,7 +137,7 @@ def convert_bids(src, out, attrs: dict | None = None, *, deidentify: bool = Fals
                   "bids_version": desc.get("BIDSVersion")}
     root_attrs = {k: v for k, v in root_attrs.items() if v}
     root_attrs.update(attrs or {})
-    w = TimeseriesStoreWriter(out, attrs=root_attrs)
+    w = TimeseriesStoreWriter(out, attrs=root_attrs, data_codec=data_codec)
     files, kinds = [], set()
     for bp in paths:
         fpath = Path(bp.fpath)

@@ -230,11 +230,13 @@ def gdf_header(path) -> dict:
         else:  # header length in 256-byte blocks (uint16), channel count uint16
             header_bytes = 256 * struct.unpack_from("<H", fixed, 184)[0]
             n_rec, num, den, ns = struct.unpack_from("<qIIH", fixed, 236)
-        if ns <= 0 or 256 * (ns + 1) > size:
-            raise TruncatedFileError(f"GDF header claims {ns} channels "
-                                     f"({256 * (ns + 1)} header bytes), the file holds {size}", p)
-        if header_bytes < 256 * (ns + 1):
-            raise CorruptFileError(f"GDF header length {header_bytes} is shorter than "
+        if ns <= 0:
+            raise CorruptFileError(f"GDF header claims {ns} channels", p)
+        if 256 * (ns + 1) > size:
+            raise TruncatedFileError(f"GDF header claims {ns} channels ({256 * (ns + 1)} "
+                                     f"header bytes), the file holds {size}", p)
+        if header_bytes < 256 * (ns + 1) or (gdf1 and header_bytes != 256 * (ns + 1)):
+            raise CorruptFileError(f"GDF header length {header_bytes} does not match "
                                    f"{ns} channel headers ({256 * (ns + 1)} bytes)", p)
         if header_bytes > 256 * (ns + 1):
             raise FormatError(f"GDF {version:.2f} header 3 ({header_bytes - 256 * (ns + 1)} "
@@ -253,7 +255,9 @@ def gdf_header(path) -> dict:
     if num == 0 or den == 0:
         raise CorruptFileError(f"GDF record duration {num}/{den} s is not valid", p)
     record_bytes = int(spr.astype(np.int64).sum()) * _GDF_TYPE_BYTES[int(types[0])]
-    available = (size - header_bytes) // record_bytes if record_bytes else 0
+    if record_bytes == 0:
+        raise CorruptFileError("GDF channels have no samples per record", p)
+    available = (size - header_bytes) // record_bytes
     if n_rec < 0:
         raise FormatError("GDF number of data records is unknown (-1, recording not closed); "
                           "MNE cannot read it", p)
@@ -270,6 +274,9 @@ def _gdf_event_table(p: Path, gdf1: bool, start: int, size: int) -> None:
     """The event table after the last record must hold the events its header counts."""
     tail = size - start
     if tail <= 0:
+        if gdf1:  # MNE reads the table's mode byte unconditionally in 1.x files
+            raise FormatError("GDF 1.x file without an event table: MNE's reader cannot "
+                              "open it", p)
         return
     with open(p, "rb") as fh:
         fh.seek(start)
@@ -631,7 +638,8 @@ def add_file(writer, src, *, kind: str | None = None, name: str | None = None,
 
 def convert(src, out, attrs: dict | None = None, *, kind: str | None = None,
             deidentify: bool = False, pseudonym_salt: str = "", mixed_rate: str = "group",
-            subject=None, session=None, time_chunk: int | None = None, **bids_kw) -> None:
+            subject=None, session=None, time_chunk: int | None = None,
+            data_codec: str | None = None, **bids_kw) -> None:
     """Convert an EEG file (or a BIDS folder) into a ``timeseries/1`` store at ``out``.
 
     Parameters
@@ -657,6 +665,10 @@ def convert(src, out, attrs: dict | None = None, *, kind: str | None = None,
         Identifiers to record (BIDS entities fill them in for BIDS folders).
     time_chunk : int, optional
         Samples per stored chunk (default: about 256 KiB per chunk).
+    data_codec : {"none", "lz4", "zstd"}, optional
+        Compression of the signal (``-o data_codec=zstd`` on the command line). Default
+        raw ("none"): windows read fastest; "zstd" makes the smallest store (see
+        :data:`neurodata.format.timeseries.DATA_CODECS`).
     **bids_kw
         For BIDS folders: ``datatype``, ``subjects``, ``tasks`` (see
         :func:`neurodata.loaders.eeg_bids.convert_bids`).
@@ -669,7 +681,8 @@ def convert(src, out, attrs: dict | None = None, *, kind: str | None = None,
         from neurodata.loaders.eeg_bids import convert_bids
 
         convert_bids(src, out, attrs=attrs, deidentify=deidentify, pseudonym_salt=pseudonym_salt,
-                     mixed_rate=mixed_rate, time_chunk=time_chunk, **bids_kw)
+                     mixed_rate=mixed_rate, time_chunk=time_chunk, data_codec=data_codec,
+                     **bids_kw)
         return
     if bids_kw:
         raise TypeError(f"unexpected arguments {sorted(bids_kw)}")
@@ -677,7 +690,7 @@ def convert(src, out, attrs: dict | None = None, *, kind: str | None = None,
     if kind is None:
         raise FormatError("not an EEG file MNE reads (EDF, BDF, BrainVision, FIF, EEGLAB, GDF)",
                           src)
-    w = TimeseriesStoreWriter(out, attrs=attrs)
+    w = TimeseriesStoreWriter(out, attrs=attrs, data_codec=data_codec)
     add_file(w, src, kind=kind, deidentify=deidentify, salt=pseudonym_salt,
              mixed_rate=mixed_rate, subject=subject, session=session, time_chunk=time_chunk)
     files = companion_files(src, kind)

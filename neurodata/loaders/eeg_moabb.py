@@ -41,7 +41,8 @@ def moabb_dataset(name):
 
 
 def convert_moabb(dataset, out, subjects=None, *, attrs: dict | None = None,
-                  overwrite: bool = False, time_chunk: int | None = None) -> Path:
+                  overwrite: bool = False, time_chunk: int | None = None,
+                  data_codec: str | None = None) -> Path:
     """Download (through MOABB) and convert a MOABB dataset into a store at ``out``.
 
     Parameters
@@ -53,6 +54,8 @@ def convert_moabb(dataset, out, subjects=None, *, attrs: dict | None = None,
         Store folder (written atomically).
     subjects : list of int, optional
         Subjects to convert (default all).
+    time_chunk, data_codec
+        As for :func:`neurodata.loaders.eeg_mne.convert`.
 
     Each run becomes a recording ``sub-<s>_ses-<session>_run-<run>`` with
     ``subject``, ``session`` and ``run`` attributes; events carry the
@@ -82,7 +85,7 @@ def convert_moabb(dataset, out, subjects=None, *, attrs: dict | None = None,
         except Exception:  # not every dataset (or a synthetic one) lists its files
             pass
     with atomic_store(out, overwrite=overwrite) as tmp:
-        w = TimeseriesStoreWriter(tmp, attrs=root)
+        w = TimeseriesStoreWriter(tmp, attrs=root, data_codec=data_codec)
         for subject, sessions in data.items():
             for session, runs in sessions.items():
                 for run, raw in runs.items():

@@ -430,7 +430,7 @@ def convert(src, out, attrs: dict | None = None, *, series: str | list | None = 
             resample: bool = False, sfreq: float | None = None,
             timestamp_tolerance: float = 0.01, deidentify: bool = False,
             pseudonym_salt: str = "", time_chunk: int | None = None,
-            block_bytes: int = BLOCK_BYTES) -> None:
+            block_bytes: int = BLOCK_BYTES, data_codec: str | None = None) -> None:
     """Convert the ElectricalSeries of an NWB file into a ``timeseries/1`` store at ``out``.
 
     Parameters
@@ -464,6 +464,8 @@ def convert(src, out, attrs: dict | None = None, *, series: str | list | None = 
         Samples per stored chunk.
     block_bytes : int
         Float64 bytes one copy block may hold (memory bound of the copy).
+    data_codec : {"none", "lz4", "zstd"}, optional
+        Compression of the signal (see :data:`neurodata.format.timeseries.DATA_CODECS`).
     """
     from neurodata.format.store import file_sha256, provenance
     from neurodata.format.timeseries import (CHUNKS_PER_SHARD, TimeseriesStoreWriter,
@@ -483,7 +485,7 @@ def convert(src, out, attrs: dict | None = None, *, series: str | list | None = 
             found = [s for s in found if s.name in wanted]
         if not found:
             raise FormatError("NWB file holds no ElectricalSeries", src)
-        w = TimeseriesStoreWriter(out, attrs=attrs)
+        w = TimeseriesStoreWriter(out, attrs=attrs, data_codec=data_codec)
         base = _subject_attrs(nwb, src, deidentify, pseudonym_salt)
         base["source_format"] = "nwb"
         base["nwb_version"] = _text(h5.attrs.get("nwb_version"))
