@@ -15,9 +15,12 @@ say so (``MNE:`` comments) and pin the behaviour the store then carries:
 * descriptions are the event type as a decimal string ("769", not 0x0301);
 * GDF 1.x text units other than "uV..." are not scaled ("mV" is read as V);
   2.x codes 4275 (uV), 4274 (mV), 512 (dimensionless) are, 4256 (V) warns;
-* a 2.x header 3 (tag section) trips an assertion: the loader refuses it;
-* a 1.x file without an event table fails (IndexError): the loader refuses it;
-* a GDF file is only read when its name ends in ".gdf" (detection is by content);
+* a 2.x header 3 (tag section) trips an assertion: the loader gives MNE a copy
+  without it;
+* a 1.x file without an event table fails (IndexError): the loader gives MNE a copy
+  with an empty table;
+* a GDF file is only read when its name ends in ".gdf" (detection is by content): the
+  loader gives MNE a ``.gdf`` link;
 * channels of different data types are refused (bytes sizes differ) or, for
   same-size types (int32 with float32), all read as the first type: refused.
 """
@@ -204,7 +207,10 @@ def test_no_event_table(tmp_path):
                   types=3)
     with pytest.raises(IndexError):
         mne.io.read_raw_gdf(g.path)
-    _fails(g.path, tmp_path, FormatError, "ne1.gdf.*1.x file without an event table")
+    # the loader hands MNE a copy with an empty event table appended
+    rec1 = _convert(g.path, tmp_path, name="ne1.zarr")[0]
+    np.testing.assert_array_equal(rec1.read(), rec.read())
+    assert len(rec1.annotations()["onset"]) == 0
 
 
 # ---------------------------------------------------------------- detection
@@ -217,11 +223,15 @@ def test_detected_by_magic_not_extension(tmp_path):
     fake = tmp_path / "fake.gdf"
     fake.write_bytes(b"GD" + b"\x00" * 600)
     assert source_kind(fake) is None
-    # MNE: read_raw_gdf refuses any name not ending in .gdf, whatever the content
-    _fails(f.path, tmp_path, CorruptFileError, "recording.dat.*Only GDF files are supported")
-    named = tmp_path / "recording.gdf"
-    f.path.rename(named)
-    assert _convert(named, tmp_path)[0].attrs["source_format"] == "gdf"
+    # MNE: read_raw_gdf refuses any name not ending in .gdf, whatever the content;
+    # the loader gives it a .gdf link to the file
+    with pytest.raises(Exception, match="Only GDF files are supported"):
+        mne.io.read_raw_gdf(f.path)
+    rec = _convert(f.path, tmp_path)[0]
+    assert rec.attrs["source_format"] == "gdf" and rec.attrs["source"] == "recording.dat"
+    np.testing.assert_array_equal(rec.read()[:, :5], (f.physical * SCALE[:, None])[:, :5]
+                                  .astype(np.float32))
+    assert not list(tmp_path.glob("neurodata-gdf-*"))
 
 
 # ---------------------------------------------------------------- bad input
@@ -295,14 +305,28 @@ def test_mixed_data_types_refused(tmp_path):
     _fails(same.path, tmp_path, FormatError, r"same.gdf.*different data types \[5, 16\]")
 
 
-def test_header3_refused_with_clear_error(tmp_path):
-    """MNE asserts the data start right after header 2; a 2.x tag section breaks it."""
+def test_header3_is_cut_for_mne(tmp_path):
+    """MNE asserts the data start right after header 2, so a 2.x tag section breaks it;
+    the loader hands MNE a copy without header 3: same values as the file without tags."""
+    import gc
+    import tempfile
+    from pathlib import Path
+
     tags = [(3, b"ACME\x00Amp-8\x001.0\x00SN42\x00")]  # manufacturer: 4 NUL-ended strings
     f = _int16_file(tmp_path / "tags.gdf", "2.20", tags=tags)
-    assert f.header_bytes == 256 * 7
+    plain = _int16_file(tmp_path / "plain.gdf", "2.20")
+    assert f.header_bytes == 256 * 7 and gdf_header(f.path)["header3_bytes"] == 256
     with pytest.raises(AssertionError):
         mne.io.read_raw_gdf(f.path)
-    _fails(f.path, tmp_path, FormatError, "tags.gdf.*header 3 .256 bytes")
+    before = set(Path(tempfile.gettempdir()).glob("neurodata-gdf-*"))
+    rec = _convert(f.path, tmp_path)[0]
+    ref = _convert(plain.path, tmp_path, name="plain.zarr")[0]
+    np.testing.assert_array_equal(rec.read(), ref.read())
+    np.testing.assert_array_equal(rec.events()["sample"], [40, 300, 900])
+    assert list(rec.annotations()["description"]) == list(ref.annotations()["description"])
+    assert rec.attrs["source"] == "tags.gdf"
+    gc.collect()
+    assert set(Path(tempfile.gettempdir()).glob("neurodata-gdf-*")) <= before  # copy removed
 
 
 def test_unknown_data_type_code(tmp_path):

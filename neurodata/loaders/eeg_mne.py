@@ -206,9 +206,10 @@ def gdf_header(path) -> dict:
     """Check a GDF 1.x/2.x header against the file size before MNE opens it.
 
     MNE's reader trusts the header: a short file fails only when samples are
-    read, a record count of -1 or mixed data types give garbage, and a 2.x
-    header 3 (tag section) trips an assertion. Raises :class:`FormatError`
-    subclasses naming the file; returns version, channel count, record layout.
+    read, a record count of -1 or mixed data types give garbage. Raises
+    :class:`FormatError` subclasses naming the file; returns version, channel
+    count, record layout, the size of a 2.x header 3 (tags) and whether an event
+    table follows the records (see :func:`_gdf_for_mne` for what MNE needs then).
     """
     p = Path(path)
     size = p.stat().st_size
@@ -238,9 +239,6 @@ def gdf_header(path) -> dict:
         if header_bytes < 256 * (ns + 1) or (gdf1 and header_bytes != 256 * (ns + 1)):
             raise CorruptFileError(f"GDF header length {header_bytes} does not match "
                                    f"{ns} channel headers ({256 * (ns + 1)} bytes)", p)
-        if header_bytes > 256 * (ns + 1):
-            raise FormatError(f"GDF {version:.2f} header 3 ({header_bytes - 256 * (ns + 1)} "
-                              "bytes of tags) is not supported by MNE's GDF reader", p)
         var = fh.read(256 * ns)  # stored field by field: all labels, all transducers, ...
     # samples per record and data type sit at the same place in 1.x and 2.x
     spr = np.frombuffer(var, "<u4", ns, 216 * ns)
@@ -264,27 +262,28 @@ def gdf_header(path) -> dict:
     if n_rec > available:
         raise TruncatedFileError(f"truncated: header announces {n_rec} data records of "
                                  f"{record_bytes} bytes, the file holds {available}", p)
-    _gdf_event_table(p, gdf1, header_bytes + n_rec * record_bytes, size)
+    has_table = _gdf_event_table(p, gdf1, header_bytes + n_rec * record_bytes, size)
     return {"version": version, "n_channels": int(ns), "header_bytes": int(header_bytes),
+            "header3_bytes": int(header_bytes - 256 * (ns + 1)), "event_table": has_table,
             "n_records": int(n_rec), "record_bytes": record_bytes,
             "record_s": num / den, "spr": spr.astype(np.int64), "types": types.astype(int)}
 
 
-def _gdf_event_table(p: Path, gdf1: bool, start: int, size: int) -> None:
-    """The event table after the last record must hold the events its header counts."""
+def _gdf_event_table(p: Path, gdf1: bool, start: int, size: int) -> bool:
+    """The event table after the last record must hold the events its header counts.
+
+    Returns whether the file has one.
+    """
     tail = size - start
     if tail <= 0:
-        if gdf1:  # MNE reads the table's mode byte unconditionally in 1.x files
-            raise FormatError("GDF 1.x file without an event table: MNE's reader cannot "
-                              "open it", p)
-        return
+        return False
     with open(p, "rb") as fh:
         fh.seek(start)
         head = fh.read(8)
     mode = head[0]
     if mode not in (1, 3):
         if gdf1:  # MNE ignores a 1.x table of another mode; a 2.x one it would misread
-            return
+            return True
         raise CorruptFileError(f"GDF event table mode {mode} (1 or 3 expected)", p)
     if len(head) < 8:
         raise TruncatedFileError(f"GDF event table header truncated ({tail} of 8 bytes)", p)
@@ -293,6 +292,43 @@ def _gdf_event_table(p: Path, gdf1: bool, start: int, size: int) -> None:
     if need > tail:
         raise TruncatedFileError(f"truncated: GDF event table announces {n_ev} events "
                                  f"({need} bytes), the file holds {tail}", p)
+    return True
+
+
+def _gdf_for_mne(p: Path, hdr: dict) -> Path:
+    """A path MNE's GDF reader opens: ``p`` itself, or a prepared copy in a temporary folder.
+
+    MNE reads only names ending in ``.gdf`` (a symlink fixes that), asserts the data
+    start right after header 2 (a 2.x header 3 of tags -- written by BioSig and others
+    -- is cut out of a copy whose header length is patched) and needs an event table in
+    1.x files (an empty one is appended to the copy). The caller removes the folder.
+    """
+    need_copy = hdr["header3_bytes"] > 0 or (hdr["version"] < 1.9 and not hdr["event_table"])
+    if not need_copy and p.suffix.lower() == ".gdf":
+        return p
+    import shutil
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="neurodata-gdf-"))
+    dst = folder / (p.stem + ".gdf")
+    if not need_copy:
+        try:
+            dst.symlink_to(p.resolve())
+            return dst
+        except OSError:
+            pass
+    ns = hdr["n_channels"]
+    with open(p, "rb") as src, open(dst, "wb") as out:
+        head = bytearray(src.read(256 * (ns + 1)))
+        if hdr["header3_bytes"]:
+            struct.pack_into("<H", head, 184, ns + 1)  # header length in 256-byte blocks
+            src.seek(hdr["header_bytes"])
+        out.write(head)
+        shutil.copyfileobj(src, out, 1 << 22)  # records, then the event table if any
+        if hdr["version"] < 1.9 and not hdr["event_table"]:
+            rate = int(round(hdr["spr"].max() / hdr["record_s"]))
+            out.write(bytes([1]) + (rate & 0xFFFFFF).to_bytes(3, "little") + bytes(4))
+    return dst
 
 
 # --------------------------------------------------------------------------- MNE reading
@@ -304,21 +340,36 @@ def read_raw(path, kind: str | None = None, verbose="error"):
     kind = kind or source_kind(p)
     if kind is None:
         raise FormatError("not an EEG file MNE reads (EDF, BDF, BrainVision, FIF, EEGLAB, GDF)", p)
+    opened = p
     if kind in ("edf", "bdf"):
         edf_header(p)
     elif kind == "gdf":
-        gdf_header(p)
+        opened = _gdf_for_mne(p, gdf_header(p))
     readers = {
         "edf": mne.io.read_raw_edf, "bdf": mne.io.read_raw_bdf,
         "brainvision": mne.io.read_raw_brainvision, "fif": mne.io.read_raw_fif,
         "eeglab": mne.io.read_raw_eeglab, "gdf": mne.io.read_raw_gdf,
     }
     try:
-        return readers[kind](p, preload=False, verbose=verbose)
+        raw = readers[kind](opened, preload=False, verbose=verbose)
     except NeurodataError:
         raise
     except Exception as e:  # MNE raises bare Exception/AssertionError on corrupt headers too
         raise CorruptFileError(f"MNE cannot read this {kind} file: {e}".splitlines()[0], p) from None
+    finally:
+        if opened != p and "raw" not in locals():
+            _remove_folder(opened.parent)
+    if opened != p:  # the prepared copy lives as long as the raw reading from it
+        import weakref
+
+        weakref.finalize(raw, _remove_folder, opened.parent)
+    return raw
+
+
+def _remove_folder(folder: Path) -> None:
+    import shutil
+
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def read_recording(path, kind: str | None = None, verbose="error"):
