@@ -32,11 +32,14 @@ after the first large free, so both also count memory the allocator keeps
 from earlier batches (a partial last batch leaves the heap fragmented by one
 batch); "live peak" is the high-water of a second run of each method with
 ``MALLOC_MMAP_THRESHOLD_`` fixed, where freed batches go back to the system:
-the peak memory the method needs. Rates come from the first run (a fixed
-threshold slows every method: fresh pages for each batch). Figures are medians
-of ``--repeats`` timed passes.
+the peak memory the method needs. Rates come from the runs with the default
+allocator (a fixed threshold slows every method: fresh pages for each batch):
+medians of ``--repeats`` timed passes per run; the whole method list runs
+``--rounds`` times, interleaved, and ratios are taken within each round (the
+load of a shared machine drifts between methods), then their median.
 
-Run: python benchmarks/bench_eeg.py [--hours 3] [--windows 2000] [--braindecode-python PY]
+Run: python benchmarks/bench_eeg.py [--hours 3] [--windows 2000] [--rounds 3]
+[--braindecode-python PY]
 """
 from __future__ import annotations
 
@@ -253,6 +256,9 @@ def main():
     ap.add_argument("--hours", type=float, default=3.0)
     ap.add_argument("--windows", type=int, default=2000)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="runs of the whole method list, interleaved (load drifts between "
+                         "methods; ratios are taken per round, then their median)")
     ap.add_argument("--workdir", default=None)
     ap.add_argument("--braindecode-python", default=None,
                     help="python of a venv with braindecode (torch==2.9.1, torchaudio==2.9.*)")
@@ -295,23 +301,34 @@ def main():
     else:
         print("braindecode: not importable here and no --braindecode-python given; "
               "its rows are left out")
-    for m in methods:
+    def command(m):
         py = bd_python if m.startswith("braindecode") else sys.executable
-        cmd = [py, os.path.abspath(__file__), "--method", m, "--edf", str(edf),
-               "--store", str(store), "--windows", str(args.windows)]
-        row = _child(cmd + ["--repeats", str(args.repeats)], m)
-        # the same again with glibc's mmap threshold fixed (no dynamic raise): large
-        # buffers go back to the system when freed, so the high-water mark is the live
-        # peak of the method, not what the allocator kept from earlier batches
-        env = dict(os.environ, MALLOC_MMAP_THRESHOLD_=str(128 << 10))
-        mem = _child(cmd + ["--repeats", "1"], m, env)
-        row["live_peak_mb"] = mem["maxrss_mb"] - mem["rss0_mb"]
-        row["live_peak_exact"] = mem["peak_reset"] or mem["maxrss_mb"] > mem["maxrss0_mb"] + 1
-        rows.append(row)
+        return [py, os.path.abspath(__file__), "--method", m, "--edf", str(edf),
+                "--store", str(store), "--windows", str(args.windows)]
+
+    rates: dict[str, list[float]] = {m: [] for m in methods}
+    for rnd in range(args.rounds):
+        for m in methods:
+            row = _child(command(m) + ["--repeats", str(args.repeats)], m)
+            rates[m].append(row["windows_per_s"])
+            if rnd == 0:
+                # the same again with glibc's mmap threshold fixed (no dynamic raise): large
+                # buffers go back to the system when freed, so the high-water mark is the
+                # live peak of the method, not what the allocator kept from earlier batches
+                env = dict(os.environ, MALLOC_MMAP_THRESHOLD_=str(128 << 10))
+                mem = _child(command(m) + ["--repeats", "1"], m, env)
+                row["live_peak_mb"] = mem["maxrss_mb"] - mem["rss0_mb"]
+                row["live_peak_exact"] = mem["peak_reset"] or \
+                    mem["maxrss_mb"] > mem["maxrss0_mb"] + 1
+                rows.append(row)
+    for row in rows:
+        row["rates"] = rates[row["method"]]
+        row["windows_per_s"] = statistics.median(row["rates"])
     lazy = next(r for r in rows if r["method"] == "mne_lazy")
     print(f"\n{args.hours:g} h x {C} channels at {SF} Hz ({edf.stat().st_size / 1e6:.0f} MB EDF), "
           f"{WIN_S:g} s windows in shuffled batches of {BATCH} (neurodata_seq: consecutive); "
-          f"medians of {args.repeats} passes. Memory: RSS of the method's process sampled after "
+          f"medians of {args.repeats} passes in each of {args.rounds} interleaved rounds "
+          f"(the median round shown). Memory: RSS of the method's process sampled after "
           f"every batch (peak), and its growth over the RSS after the imports, before opening "
           f"the data")
     print(f"{'method':<22}{'windows':>8}{'windows/s':>12}{'vs mne lazy':>13}"
@@ -330,7 +347,9 @@ def main():
             continue
         g_nd = nd["rss_mb"] - nd["rss0_mb"]
         g = r["rss_mb"] - r["rss0_mb"]
-        print(f"{ours} vs {ref}: {nd['windows_per_s'] / r['windows_per_s']:.1f}x windows/s; "
+        per_round = sorted(a / b for a, b in zip(nd["rates"], r["rates"]))
+        print(f"{ours} vs {ref}: {statistics.median(per_round):.1f}x windows/s (rounds: "
+              f"{', '.join(f'{v:.1f}' for v in per_round)}); "
               f"live peak {_live(nd).strip()} vs {_live(r).strip()} MiB "
               f"({nd['live_peak_mb'] / max(r['live_peak_mb'], 1e-9):.2f}x); RSS growth {g_nd:.0f} "
               f"vs {g:.0f} MiB ({g_nd / max(g, 1e-9):.2f}x); RSS {nd['rss_mb']:.0f} vs "

@@ -98,6 +98,14 @@ def sniff(path, head: bytes) -> bool:
 
 
 # --------------------------------------------------------------------------- EDF/BDF header
+def _fixed_header(fh, p: Path, kind: str) -> bytes:
+    """The 256-byte fixed header EDF, BDF and GDF start with (TruncatedFileError if short)."""
+    fixed = fh.read(256)
+    if len(fixed) < 256:
+        raise TruncatedFileError(f"{kind} header truncated ({len(fixed)} of 256 bytes)", p)
+    return fixed
+
+
 def edf_header(path) -> dict:
     """Parse and check an EDF/BDF header against the file size.
 
@@ -107,9 +115,7 @@ def edf_header(path) -> dict:
     p = Path(path)
     size = p.stat().st_size
     with open(p, "rb") as fh:
-        fixed = fh.read(256)
-        if len(fixed) < 256:
-            raise TruncatedFileError(f"EDF/BDF header truncated ({len(fixed)} of 256 bytes)", p)
+        fixed = _fixed_header(fh, p, "EDF/BDF")
         bdf = fixed[:8] == b"\xffBIOSEMI"
 
         def num(b: bytes, what: str, kind=float):
@@ -214,9 +220,7 @@ def gdf_header(path) -> dict:
     p = Path(path)
     size = p.stat().st_size
     with open(p, "rb") as fh:
-        fixed = fh.read(256)
-        if len(fixed) < 256:
-            raise TruncatedFileError(f"GDF header truncated ({len(fixed)} of 256 bytes)", p)
+        fixed = _fixed_header(fh, p, "GDF")
         try:
             version = float(fixed[4:8].decode("ascii"))
         except (UnicodeDecodeError, ValueError):
