@@ -294,6 +294,34 @@ def test_convert_dataset_refuses_unknown_class_folder(server, real, home, tmp_pa
     assert not (tmp_path / "x.zarr").exists()
 
 
+def test_convert_dataset_of_eeg_recordings(server, real, home, tmp_path):
+    """A multi-file EEG dataset becomes one store: a recording group per file, named after
+    its path, with its split and source; values as MNE reads each file."""
+    mne = pytest.importorskip("mne")
+    files = {"S001R01.edf": real("eeg/test.edf").read_bytes(),
+             "S002R01.bdf": real("eeg/test.bdf").read_bytes()}
+    card = {
+        "name": "fixture_eeg", "title": "fixture", "modality": "timeseries",
+        "description": "two EEG files served on 127.0.0.1", "homepage": "http://127.0.0.1/",
+        "license": "CC0-1.0", "citation": "@misc{x, title={x}}", "source": ["the test"],
+        "files": [{"name": n, "url": server.add("/" + n, b),
+                   "sha256": hashlib.sha256(b).hexdigest(), "split": split}
+                  for (n, b), split in zip(files.items(), ["train", "test"])],
+        "gated": None,
+        "convert": {"loader": "eeg_mne", "method": "files", "pattern": "*.?df"},
+        "expected": {"recordings": 2},
+    }
+    ds = neurodata.open(cards.convert_dataset(card, tmp_path / "eeg.zarr"))
+    assert ds.names == ["S001R01", "S002R01"]
+    assert [ds[i].attrs["split"] for i in range(2)] == ["train", "test"]
+    assert [ds[i].attrs["source"] for i in range(2)] == list(files)
+    for i, name in enumerate(files):
+        raw = mne.io.read_raw(home / "fixture_eeg" / name, preload=False, verbose="error")
+        np.testing.assert_array_equal(ds[i].read(), raw.get_data().astype(np.float32))
+        assert ds[i].ch_names == raw.ch_names
+    assert ds.attrs["dataset"] == "fixture_eeg" and ds.provenance()["n_sources"] == 2
+
+
 def test_card_without_loader_says_so():
     with pytest.raises(NeurodataError, match="no loader converts this dataset yet"):
         cards.convert_dataset("ntidigits", "never.zarr")

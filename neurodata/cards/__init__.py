@@ -368,7 +368,12 @@ def convert_dataset(name, out, *, overwrite: bool = False, progress: bool = Fals
     folder = download_dataset(card, progress=progress, session=session)
     attrs = {"dataset": card["name"], "title": card["title"], "license": card.get("license"),
              "citation": card.get("citation"), "homepage": card["homepage"]}
-    if spec.modality != "events" and conv.get("method", "files") != "single":
+    multi = conv.get("method", "files") != "single"
+    if multi and spec.modality == "timeseries" and hasattr(spec.load(), "add_file"):
+        out = _convert_recordings(card, spec, folder, out, attrs, overwrite, progress)
+        _check_expected(card, out)
+        return out
+    if spec.modality != "events" and multi:
         n = len(_source_files(card, folder))
         raise NeurodataError(f"{n} {spec.modality} recordings in {folder}: converting a "
                              "multi-file dataset of this modality into one store is not supported "
@@ -409,6 +414,35 @@ def convert_dataset(name, out, *, overwrite: bool = False, progress: bool = Fals
     return Path(out)
 
 
+def _convert_recordings(card, spec, folder: Path, out, attrs, overwrite, progress) -> Path:
+    """Every source file of a time-series dataset as recording groups of one store.
+
+    Groups are named after the file's path in the dataset (``S001/S001R04.edf`` ->
+    ``S001_S001R04``); each carries ``source`` (that path) and ``split``.
+    """
+    from neurodata.format.store import atomic_store, file_sha256, provenance
+    from neurodata.format.timeseries import TimeseriesStoreWriter, recording_name
+
+    files = _source_files(card, folder)
+    if not files:
+        raise FormatError(f"no source files match {card['convert'].get('pattern')!r}", folder)
+    split_of = _split_rules(card, folder)
+    mod = spec.load()
+    bar = _progress(len(files), progress)
+    with atomic_store(out, overwrite=overwrite) as tmp:
+        w = TimeseriesStoreWriter(tmp, attrs=attrs)
+        for f in files:
+            rel = f.relative_to(folder)
+            mod.add_file(w, f, name=recording_name(rel.with_suffix("").as_posix()
+                                                   .replace("/", "_")),
+                         extra_attrs={"source": rel.as_posix(), "split": split_of(f)})
+            bar.update(1)
+        bar.close()
+        w.close(provenance(files, loader=f"{spec.name}/{mod.VERSION}",
+                           checksums=[file_sha256(f) for f in files], dataset=card["name"]))
+    return Path(out)
+
+
 def _check_expected(card, out) -> None:
     expected = card.get("expected") or {}
     if not expected:
@@ -420,7 +454,7 @@ def _check_expected(card, out) -> None:
         n = len(ds)
     except Exception:  # the store exists; the count check is advisory
         return
-    total = expected.get("total")
+    total = expected.get("total", expected.get("recordings"))
     if total is None:
         parts = [v for k, v in expected.items() if k in ("train", "test", "val", "valid")]
         total = sum(parts) if parts and all(v is not None for v in parts) else None
