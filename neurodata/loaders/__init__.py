@@ -59,6 +59,8 @@ FORMATS: list[FormatSpec] = [
                "CaImAn CNMF results HDF5 (estimates/C, A, S, YrA)"),
     FormatSpec("hdf5_spikes", "events", "neurodata.loaders.hdf5_spikes", (".h5", ".hdf5"),
                "HDF5 spike sets in the SHD/SSC layout (spikes/times, spikes/units, labels)"),
+    FormatSpec("eeg_bnci", "timeseries", "neurodata.loaders.eeg_bnci", (".mat",),
+               "BNCI Horizon 2020 MAT EEG (BCI Competition IV 2a/2b: 001-2014, 004-2014)"),
     FormatSpec("mat_events", "events", "neurodata.loaders.mat_events", (".mat",),
                "MATLAB .mat event samples (ASL-DVS, ST-MNIST)"),
     FormatSpec("numpy_events", "events", "neurodata.loaders.numpy_events", (".npy", ".npz"),

@@ -387,6 +387,28 @@ def _derive_nwb_ecephys(data_dir, work):
     return _write_nwb(nwb, work / "derived_ecephys.nwb")
 
 
+def _derive_bnci(data_dir, work):
+    """BNCI MAT (BCI Competition IV layout): two runs of real EDF signal in microvolts."""
+    import mne
+    from scipy.io import savemat
+
+    src = data_dir / "eeg" / "test.edf"
+    if not src.exists():
+        return None
+    raw = mne.io.read_raw_edf(src, preload=False, verbose="error")
+    x = raw.get_data(picks=list(range(6)), start=0, stop=1024).T * 1e6  # (time, channel) uV
+    runs = np.empty((1, 2), dtype=object)
+    for k in range(2):
+        runs[0, k] = {"X": x, "trial": np.array([[1], [300], [700]], np.int32),
+                      "y": np.array([[1], [2], [1]], np.uint8), "fs": np.array([[512]]),
+                      "classes": np.array(["left hand", "right hand"], dtype=object),
+                      "artifacts": np.array([[0], [1], [0]], np.uint8), "gender": "f",
+                      "age": 30.0}
+    out = work / "derived_bnci.mat"
+    savemat(out, {"data": runs}, do_compression=True)
+    return out
+
+
 def _derive_caiman(data_dir, work):
     """CaImAn CNMF results laid out as ``cnm.save()`` writes them, with real traces as ``C``."""
     import h5py
@@ -446,7 +468,8 @@ _DERIVED = {"numpy_events": _derive_numpy, "numpy_events/npz": _derive_npz,
             "prophesee_raw": _derive_evt3, "aedat": _derive_aedat31, "aer": _derive_aer,
             "graphml": _derive_graphml, "tiff_movie": _derive_tiff,
             "nwb_ophys": _derive_nwb_ophys, "nwb_ecephys": _derive_nwb_ecephys,
-            "caiman_hdf5": _derive_caiman, "bids_eeg": _derive_bids_eeg}
+            "caiman_hdf5": _derive_caiman, "bids_eeg": _derive_bids_eeg,
+            "eeg_bnci": _derive_bnci}
 
 
 # --------------------------------------------------------------------------- mutations
