@@ -298,11 +298,12 @@ def test_vectorised_exp_accuracy():
 
 @pytest.mark.parametrize("sorted_times", [True, False])
 def test_voxel_grid_large_sensor_matches_definition(backend, sorted_times):
-    """A sensor above the numpy twin's split size (one histogram per bin side), with
-    samples of many groups' worth of pixels, events outside the sensor, an empty
-    sample, and (unsorted) times before the first or past the last bin."""
-    w, h = 520, 300  # 156,000 pixels per bin > _VOX_SPLIT
-    assert w * h > _kernels._VOX_SPLIT
+    """A sensor whose volume does not fit the numpy twin's work volume (each sample is
+    built in the output, its last bin's events skipped by the right scatter), with
+    events outside the sensor, an empty sample, and (unsorted) times before the first
+    or past the last bin."""
+    w, h = 520, 300  # 5 bins (4 + a spare) of 156,000 pixels > _VOX_WORK
+    assert 5 * w * h > _kernels._VOX_WORK
     rng = np.random.default_rng(21)
     samples = [make_sample(rng, 2500, w, h, 80_000, t0=3, outside=0.03),
                make_sample(rng, 0, w, h, 1),
@@ -343,3 +344,127 @@ def test_time_surface_frames_longer_than_a_chunk(backend):
         ref = time_surface_reference(ev, w, h, 2, dt, tau)
         assert ours[i].shape == ref.shape
         np.testing.assert_allclose(ours[i], ref, rtol=2e-5, atol=1e-7)
+
+
+def test_voxel_grid_many_packed_groups(backend):
+    """More samples than one work volume of the numpy twin holds (samples packed with a
+    spare bin each, groups of 16 here): empty, one-event and one-timestamp samples and an
+    unsorted sample (per-event path inside a packed group) at and around group boundaries,
+    events off the sensor, one bin (every right weight falls in the spare bin)."""
+    w, h = 40, 40  # (7 + 1) bins of 1600 pixels: 20 samples per 2**18-float volume
+    rng = np.random.default_rng(31)
+    samples = []
+    for i in range(45):
+        kind = i % 9
+        if kind == 0:
+            ev = make_sample(rng, 0, w, h, 1)
+        elif kind == 1:
+            ev = make_sample(rng, 1, w, h, 1, t0=int(rng.integers(0, 10**6)))
+        elif kind == 2:
+            ev = make_sample(rng, 30, w, h, 1, t0=77)
+        elif kind == 3:
+            ev = make_sample(rng, 400, w, h, 50_000, outside=0.05)
+        elif kind == 4:
+            ev = make_sample(rng, 300, w, h, 30_000)
+            ev["t"] = rng.permutation(ev["t"])
+        else:
+            ev = make_sample(rng, int(rng.integers(100, 900)), w, h, int(rng.integers(10, 10**6)),
+                             t0=int(rng.integers(0, 10**9)))
+        samples.append(ev)
+    batch = T.EventBatch.from_samples(samples)
+    for n_bins in (7, 1):
+        ours = T.ToVoxelGrid((w, h, 2), n_time_bins=n_bins)(batch)
+        for i, ev in enumerate(samples):
+            np.testing.assert_allclose(ours[i], voxel_reference(ev, w, h, n_bins), rtol=1e-5, atol=1e-5)
+
+
+def test_voxel_grid_epoch_timestamps(backend):
+    """Microsecond epoch times (~1.7e15) and bins longer than float32's exact integers
+    (2**24 us): the numpy twin's float32 weights come from exact integer differences."""
+    rng = np.random.default_rng(32)
+    samples = [make_sample(rng, 3000, 17, 11, 300_000, t0=1_700_000_000_000_000),
+               make_sample(rng, 2000, 17, 11, 4_000_000_000, t0=1_700_000_123_456_789)]
+    ours = T.ToVoxelGrid((17, 11, 2), n_time_bins=6)(T.EventBatch.from_samples(samples))
+    for i, ev in enumerate(samples):
+        np.testing.assert_allclose(ours[i], voxel_reference(ev, 17, 11, 6), rtol=1e-5, atol=1e-5)
+
+
+def test_time_surface_large_frames(backend):
+    """Frames of at least 2**15 pixels (the numpy twin builds them one at a time in the
+    output, decaying the previous frame): several samples, an empty one, one event,
+    events off the sensor, silent windows."""
+    w, h = 200, 100
+    rng = np.random.default_rng(33)
+    gap = make_sample(rng, 600, w, h, 2_000, t0=10**8)
+    gap["t"][300:] += 9_000
+    samples = [make_sample(rng, 5000, w, h, 8_000, t0=3, outside=0.02),
+               make_sample(rng, 0, w, h, 1),
+               make_sample(rng, 1, w, h, 1, t0=10**6),
+               np.sort(gap, order="t", kind="stable")]
+    ours = T.ToTimeSurface((w, h, 2), dt=1000.0, tau=1500.0)(T.EventBatch.from_samples(samples))
+    for i, ev in enumerate(samples):
+        ref = time_surface_reference(ev, w, h, 2, 1000.0, 1500.0)
+        assert ours[i].shape == ref.shape
+        np.testing.assert_allclose(ours[i], ref, rtol=2e-5, atol=1e-7)
+
+
+def test_time_surface_long_sample_among_short(backend):
+    """A sample of more frames than the numpy twin's work buffer holds (worked in the
+    output by blocks of pixels) between short samples that are packed together."""
+    w, h = 13, 9
+    rng = np.random.default_rng(34)
+    samples = [make_sample(rng, 200, w, h, 5_000, t0=int(rng.integers(0, 10**6))) for _ in range(5)]
+    n_frames = _kernels._TS_WORK // (2 * h * w) + 300  # more frames of 50 us than the buffer holds
+    samples.insert(2, make_sample(rng, 20_000, w, h, n_frames * 50, t0=11))
+    samples.insert(4, make_sample(rng, 0, w, h, 1))
+    ours = T.ToTimeSurface((w, h, 2), dt=50.0, tau=400.0)(T.EventBatch.from_samples(samples))
+    assert ours[2].shape[0] * 2 * h * w > _kernels._TS_WORK
+    for i, ev in enumerate(samples):
+        ref = time_surface_reference(ev, w, h, 2, 50.0, 400.0)
+        assert ours[i].shape == ref.shape
+        np.testing.assert_allclose(ours[i], ref, rtol=2e-5, atol=1e-7)
+
+
+def test_time_surface_kernel_irregular_references(backend):
+    """Frame references that are not evenly spaced (the kernel's contract allows any
+    increasing ones): one decay per frame instead of one per group in the numpy twin."""
+    rng = np.random.default_rng(35)
+    w, h, P = 7, 5, 2
+    samples = [make_sample(rng, n, w, h, 20_000, t0=int(rng.integers(0, 10**7))) for n in (400, 0, 250, 600)]
+    batch = T.EventBatch.from_samples(samples)
+    f_sample, f_end, f_ref = [], [], []
+    for s, ev in enumerate(samples):
+        t0 = int(ev["t"][0]) if len(ev) else 0
+        refs = t0 + np.cumsum(rng.uniform(500, 4000, 8))
+        f_sample += [s] * len(refs)
+        f_ref += refs.tolist()
+        f_end += (batch.offsets[s] + np.searchsorted(ev["t"], np.ceil(refs))).tolist()
+    tau = 3000.0
+    out = np.empty(len(f_sample) * P * h * w, np.float32)
+    _kernels.time_surface(batch.x, batch.y, batch.t, batch.p, batch.offsets, np.array(f_sample),
+                          np.array(f_end, np.int64), np.array(f_ref), tau, out, w, h, P)
+    out = out.reshape(-1, P, h, w)
+    for f, (s, end, ref) in enumerate(zip(f_sample, f_end, f_ref)):
+        expect = np.zeros((P, h, w))
+        a = batch.offsets[s]
+        for j in range(a, end):  # events in time order: the last one per pixel wins
+            expect[batch.p[j], batch.y[j], batch.x[j]] = math.exp((int(batch.t[j]) - ref) / tau)
+        np.testing.assert_allclose(out[f], expect, rtol=2e-5, atol=1e-7)
+
+
+def test_searchsorted_segments_many_samples(backend):
+    """More samples than the numpy twin searches one by one (all queries bisected
+    together): empty samples, queries before, between and after the events, in any order."""
+    rng = np.random.default_rng(36)
+    counts = rng.integers(0, 60, 300)
+    counts[::7] = 0
+    offsets = np.concatenate(([0], np.cumsum(counts))).astype(np.int64)
+    t = np.concatenate([np.sort(rng.integers(0, 1000, c)) + int(rng.integers(-10**9, 10**9))
+                        for c in counts]).astype(np.int64)
+    qs = rng.integers(0, len(counts), 5000).astype(np.int64)
+    first = np.where(counts[qs] > 0, t[np.minimum(offsets[qs], len(t) - 1)], 0)
+    q = first + rng.integers(-20, 1020, len(qs))
+    ours = _kernels.searchsorted_segments(t, offsets, qs, q)
+    ref = [offsets[s] + np.searchsorted(t[offsets[s]:offsets[s + 1]], v, "left") for s, v in zip(qs, q)]
+    np.testing.assert_array_equal(ours, ref)
+    assert len(offsets) > _kernels._SEARCH_LOOP

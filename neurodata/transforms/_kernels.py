@@ -105,6 +105,25 @@ def segment_ids(offsets: np.ndarray) -> np.ndarray:
     return np.repeat(np.arange(len(offsets) - 1, dtype=np.int64), np.diff(offsets))
 
 
+def bisect_left(t, lo, hi, q):
+    """Left insertion points of ``q`` in ``t[lo:hi]`` (absolute; ``t`` non-decreasing in
+    each range), for many ranges at once: one bisection of all queries together,
+    log2(longest range) vectorised steps on arrays of the queries' size, no pass over ``t``."""
+    base = np.asarray(lo, np.int64).copy()
+    size = np.asarray(hi, np.int64) - base
+    if len(t) == 0 or len(base) == 0:
+        return base
+    last = len(t) - 1
+    for _ in range(int(size.max()).bit_length()):
+        half = size >> 1
+        mid = base + half
+        below = t[np.minimum(mid, last)] < q  # size 0: mid may sit past the end; not taken
+        below &= size > 0
+        base += np.where(below, half + 1, 0)
+        size = np.where(below, size - half - 1, half)
+    return base
+
+
 # ---------------------------------------------------------------------------
 # keeping a subset of events (every filter ends here)
 # ---------------------------------------------------------------------------
@@ -194,6 +213,9 @@ def _searchsorted_segments_nb(t, lo, hi, q, out):
 _searchsorted_segments_jit = _jit(_searchsorted_segments_nb)
 
 
+_SEARCH_LOOP = 17  # offsets up to which searchsorted_segments searches sample by sample
+
+
 def searchsorted_segments(t, offsets, qsample, q) -> np.ndarray:
     """Left insertion points of integer times ``q`` inside their own sample.
 
@@ -212,8 +234,8 @@ def searchsorted_segments(t, offsets, qsample, q) -> np.ndarray:
         return out
     if len(t) == 0:
         return lo.copy()
-    if len(offsets) * 64 <= len(t) and np.all(qsample[1:] >= qsample[:-1]):
-        # few long samples: one searchsorted per sample on its own slice of t
+    if len(offsets) <= _SEARCH_LOOP and np.all(qsample[1:] >= qsample[:-1]):
+        # a few samples: one searchsorted per sample on its own slice of t
         cuts = np.flatnonzero(qsample[1:] != qsample[:-1]) + 1
         first = np.concatenate(([0], cuts))
         last = np.concatenate((cuts, [len(q)]))
@@ -221,16 +243,10 @@ def searchsorted_segments(t, offsets, qsample, q) -> np.ndarray:
             out[k0:k1] = np.searchsorted(t[a:b], q[k0:k1], side="left")
         out += lo
         return out
-    # many short samples: composite key: sample-major, then time; queries clipped into their sample's range
-    nonempty = hi > lo
-    first = np.where(nonempty, t[np.minimum(lo, len(t) - 1)], 0)
-    last = np.where(nonempty, t[np.maximum(hi - 1, 0)], 0)
-    tmin = int(t.min())
-    span = int(t.max()) - tmin + 2
-    key = segment_ids(offsets) * span + (t - tmin)
-    qc = np.clip(q, first, last + 1)
-    pos = np.searchsorted(key, qsample * span + (qc - tmin), side="left")
-    return np.where(nonempty, pos, lo)
+    # many samples: all queries bisected together, cheaper than a Python loop per sample
+    # (0.40 vs 0.54 ms for 5,000 queries over 256 N-MNIST samples) or a composite
+    # sample-major search key built over all events (1.2 vs 2.9 ms, 5,000 samples of ~50)
+    return bisect_left(t, lo, hi, q)
 
 
 # ---------------------------------------------------------------------------
@@ -333,6 +349,23 @@ def _outside(x, y, p, a, b, W, H, P):
     if P > 1:
         bad |= p[a:b] >= P
     return bad
+
+
+def _pixel_type(n_pixels):
+    """Narrowest type for packing pixel indices: uint16 arithmetic runs twice the lanes
+    of int32 (events off the sensor may wrap; callers drop them)."""
+    return np.uint16 if n_pixels <= 1 << 16 else np.int32 if n_pixels < 1 << 31 else np.int64
+
+
+def _segment_lengths(ends, c0, c1):
+    """Events of ``[c0, c1)`` in consecutive segments ending at ``ends`` (sorted; the
+    first ends after ``c0``, the last at or after ``c1``)."""
+    lengths = np.empty(len(ends), np.int64)
+    lengths[0] = min(int(ends[0]), c1) - c0
+    if len(ends) > 1:
+        np.subtract(ends[1:], ends[:-1], out=lengths[1:])
+        lengths[-1] = c1 - ends[-2]
+    return lengths
 
 
 def _accumulate_disjoint_np(x, y, p, starts, ends, slots, out, W, H, P, fresh) -> None:
@@ -524,35 +557,31 @@ def voxel_grid(x, y, t, p, offsets, n_bins, out, W, H) -> None:
     _voxel_np(x, y, t, p, offsets, n_bins, out, W, H)
 
 
-_VOX_STEP = 1 << 15  # events per step of the numpy voxel grid: temporaries stay in cache
-_VOX_SPLIT = 1 << 17  # pixels per bin above which left and right weights get a histogram each
-
-
-def _add_histogram(out, start, sums) -> None:
-    """``out[start + k] += sums[k]`` where inside ``out`` (entries outside have zero weight)."""
-    a, b = max(start, 0), min(start + len(sums), len(out))
-    if b > a:
-        block = out[a:b]
-        np.add(block, sums[a - start:b - start], out=block, casting="unsafe")
+_VOX_STEP = 1 << 16  # events per step: temporaries stay in cache
+_VOX_WORK = 1 << 18  # floats of the work volume of packed samples (+ one spare bin each)
 
 
 def _voxel_np(x, y, t, p, offsets, n_bins, out, W, H) -> None:
-    # Steps of events small enough that their temporaries stay in cache give
-    # each event's left bin (flat output position) and its left and right
-    # weights, into buffers of a group of about two volumes' pixels in events;
-    # then per group one bincount for the left weights and one for the right
-    # weights at the same positions (the right bin is one volume further).
-    # On large sensors a step spans a fraction of a bin, so a bincount per step
-    # would clear and add a histogram of whole bins for a few thousand events,
-    # and one histogram of both bins would not fit the cache.
-    # Per-sample values are spread with repeat (a fancy-index gather costs 10x
-    # more) and the polarity sign is arithmetic, not a masked ufunc.
-    out[:] = 0
+    # Each sample's bins are ranges of its events, found by binary searches
+    # of the bins' start times (the samples are time-sorted), so an event's bin
+    # and its sample's constants come from repeats over ranges and its weights
+    # are float32: +-frac at the right bin and +-(1 - frac) at the left, with
+    # frac = (t - bin start) * scale + (bin start's rounding) (exact integers
+    # before the float). Two scatters (add.at: a bincount would build, clear
+    # and scan a histogram of its own, 30% slower) into a work volume of
+    # several samples with a spare bin after each (the last bin's right
+    # weights fall there), copied to the output; a sample that fills the
+    # work volume is built in the output, its last bin's events skipped by
+    # the right scatter. A step with events off the sensor, or out of place
+    # in time (unsorted samples: frac outside [0, 1]), takes the per-event
+    # path with masks.
     n = len(t)
-    if n == 0:
-        return
-    hw = H * W
     B = len(offsets) - 1
+    hw = H * W
+    vol = n_bins * hw
+    if n == 0 or B == 0:
+        out[:] = 0
+        return
     counts = np.diff(offsets)
     ne = counts > 0
     t0 = np.zeros(B, np.int64)
@@ -560,68 +589,112 @@ def _voxel_np(x, y, t, p, offsets, n_bins, out, W, H) -> None:
     dur = np.zeros(B, np.int64)
     dur[ne] = t[offsets[1:][ne] - 1] - t0[ne]
     scale = np.divide(float(n_bins), dur, out=np.zeros(B), where=dur != 0)
-    first_frame = np.arange(B, dtype=np.int64) * n_bins
-    step = _VOX_STEP
-    group = -(-max(step, min(n, 2 * hw)) // step) * step
-    split = hw > _VOX_SPLIT  # two histograms of one bin each, rather than one of two bins
-    idx_buf = np.empty(group if split else 2 * group, np.int64)  # left bins (then right bins)
-    w_buf = np.empty(2 * group)  # left weights, then right weights
-    for g0 in range(0, n, group):
-        g1 = min(n, g0 + group)
-        gm = g1 - g0
-        wl, wr = w_buf[:gm], w_buf[gm:2 * gm]
-        idx = idx_buf[:gm] if split else idx_buf[:2 * gm]
-        lo = len(out)
-        for c0 in range(g0, g1, step):
-            c1 = min(g1, c0 + step)
-            s0 = int(np.searchsorted(offsets, c0, side="right")) - 1
-            s1 = int(np.searchsorted(offsets, c1 - 1, side="right"))
-            cnt = np.diff(np.clip(offsets[s0:s1 + 1], c0, c1))
-            xs, ys = x[c0:c1], y[c0:c1]
-            tb = t[c0:c1] - np.repeat(t0[s0:s1], cnt)
-            tb = np.multiply(tb, np.repeat(scale[s0:s1], cnt))  # time in bins
-            ti = tb.astype(np.int64)
-            w_left, w_right = wl[c0 - g0:c1 - g0], wr[c0 - g0:c1 - g0]
-            left = idx[c0 - g0:c1 - g0]
-            np.subtract(tb, ti, out=w_right)
-            sign = (p[c0:c1] > 0).astype(np.float64)
-            sign *= 2.0
-            sign -= 1.0
-            w_right *= sign  # +-frac
-            np.subtract(sign, w_right, out=w_left)  # +-(1 - frac)
-            frame = np.repeat(first_frame[s0:s1], cnt)
-            if xs.max() < W and ys.max() < H and ti.min() >= 0 and ti.max() <= n_bins:
-                # time-sorted samples: only a sample's last events lack a right (or left) bin
-                late = np.flatnonzero(ti >= n_bins - 1)
-                w_right[late] = 0.0
-                end = late[ti[late] == n_bins]
-                w_left[end] = 0.0
-                ti[end] = n_bins - 1
-                np.add(frame, ti, out=left)
-                left *= H
-                left += ys
-                left *= W
-                left += xs
-            else:
-                inside = (xs < W) & (ys < H)
-                w_left[~(inside & (ti >= 0) & (ti < n_bins))] = 0.0
-                w_right[~(inside & (ti >= -1) & (ti < n_bins - 1))] = 0.0
-                pix = np.where(inside, ys.astype(np.int64) * W + xs, 0)
-                # bin -1 (a right bin 0) may sit in the previous sample's last bin or before
-                # the output: positions with a zero weight are dropped by _add_histogram
-                np.add(frame, np.clip(ti, -1, n_bins - 1), out=left)
-                left *= hw
-                left += pix
-            lo = min(lo, int(left.min()))
-            if not split:
-                np.add(left, hw, out=idx[gm + c0 - g0:gm + c1 - g0])
-        if lo:
-            idx -= lo
-        if split:
-            _add_histogram(out, lo, np.bincount(idx, weights=wl))
-            _add_histogram(out, lo + hw, np.bincount(idx, weights=wr))
+    # start time of bin k: the first integer at or after t0 + k * dur / n_bins (one
+    # timestamp: everything in bin 0)
+    k = np.arange(n_bins, dtype=np.int64)
+    q = t0[:, None] + np.where(dur[:, None] > 0, -((-k * dur[:, None]) // n_bins), (k > 0).astype(np.int64))
+    pos = np.empty((B, n_bins + 1), np.int64)  # events of bin k: [pos[k], pos[k + 1])
+    pos[:, 0] = offsets[:-1]
+    pos[:, n_bins] = offsets[1:]
+    if n_bins > 1:
+        found = bisect_left(t, np.repeat(offsets[:-1], n_bins - 1), np.repeat(offsets[1:], n_bins - 1),
+                            q[:, 1:].ravel())
+        pos[:, 1:n_bins] = found.reshape(B, n_bins - 1)
+    seg_end = np.maximum.accumulate(pos[:, 1:].ravel())  # segments (sample, bin) in event order
+    seg_q = q.ravel()
+    seg_scale = np.repeat(scale.astype(np.float32), n_bins)
+    seg_c = ((q - t0[:, None]) * scale[:, None] - k).astype(np.float32).ravel()
+    # first event of each sample's last bin, in the same (monotone) segments
+    last_start = (seg_end[n_bins - 2::n_bins] if n_bins > 1 else offsets[:-1]).tolist()
+    packed = (n_bins + 1) * hw <= _VOX_WORK
+    S_max = max(1, _VOX_WORK // ((n_bins + 1) * hw)) if packed else 1
+    if packed:
+        work_buf = np.empty(S_max * (n_bins + 1) * hw, np.float32)
+        seg_base = np.tile(k * hw, B) + np.repeat(np.arange(B, dtype=np.int64) % S_max, n_bins) * (
+            (n_bins + 1) * hw)
+    else:
+        seg_base = np.tile(k * hw, B)
+    for s0 in range(0, B, S_max):
+        s1 = min(B, s0 + S_max)
+        S = s1 - s0
+        if packed:
+            work = work_buf[:S * (n_bins + 1) * hw]
         else:
-            _add_histogram(out, lo, np.bincount(idx, weights=w_buf[:2 * gm]))
+            work = out[s0 * vol:s1 * vol]
+        work.fill(0.0)
+        e0, e1 = int(offsets[s0]), int(offsets[s1])
+        for c0 in range(e0, e1, _VOX_STEP):
+            c1 = min(e1, c0 + _VOX_STEP)
+            g0 = int(np.searchsorted(seg_end, c0, side="right"))
+            g1 = int(np.searchsorted(seg_end, c1, side="left")) + 1
+            if not _voxel_step(x, y, t, p, c0, c1, seg_end[g0:g1], seg_q[g0:g1], seg_scale[g0:g1],
+                               seg_c[g0:g1], seg_base[g0:g1], work, hw, W, H,
+                               None if packed else last_start[s0]):
+                _voxel_step_checked(x, y, t, p, c0, c1, offsets, s0, t0, scale, work,
+                                    (n_bins + 1) * hw if packed else vol, n_bins, hw, W, H)
+        if packed:
+            out[s0 * vol:s1 * vol].reshape(S, n_bins, hw)[:] = work.reshape(S, n_bins + 1, hw)[:, :n_bins]
+
+
+_FRAC_TOL = np.float32(2e-6)  # float32 rounding of frac is below 5e-7
+
+
+def _voxel_step(x, y, t, p, c0, c1, ends, q, scale, c, base, work, hw, W, H, last_start):
+    """Events ``[c0, c1)`` of time-sorted samples inside the sensor, into ``work``;
+    False (nothing added) when some are not."""
+    xs, ys = x[c0:c1], y[c0:c1]
+    if xs.max() >= W or ys.max() >= H:
+        return False
+    if len(ends) == 1:
+        rel = t[c0:c1] - q[0]
+        frac = rel.astype(np.float32)
+        frac *= scale[0]
+        frac += c[0]
+    else:
+        lengths = _segment_lengths(ends, c0, c1)
+        rel = t[c0:c1] - np.repeat(q, lengths)
+        frac = rel.astype(np.float32)
+        frac *= np.repeat(scale, lengths)
+        frac += np.repeat(c, lengths)
+    if frac.min() < -_FRAC_TOL or frac.max() > 1 + _FRAC_TOL:
+        return False
+    pix = _pixel_index(x, y, p, c0, c1, W, H, 1, _pixel_type(hw))
+    if len(ends) == 1:
+        idx = np.add(pix, int(base[0]), dtype=np.int64)
+    else:
+        idx = np.repeat(base, lengths)
+        idx += pix
+    sign = (p[c0:c1] > 0).astype(np.float32)
+    sign *= 2
+    sign -= 1
+    frac *= sign  # right weights
+    sign -= frac  # left weights
+    np.add.at(work, idx, sign)
+    m = len(idx) if last_start is None else min(max(last_start - c0, 0), len(idx))
+    if m:
+        np.add.at(work[hw:], idx[:m], frac[:m])
+    return True
+
+
+def _voxel_step_checked(x, y, t, p, c0, c1, offsets, s0, t0, scale, work, stride, n_bins, hw, W, H):
+    """Events ``[c0, c1)`` one by one (vectorised): float bins, masks for events off the
+    sensor and for bins outside ``[0, n_bins)``."""
+    s_a = int(np.searchsorted(offsets, c0, side="right")) - 1
+    s_b = int(np.searchsorted(offsets, c1 - 1, side="right"))
+    cnt = np.diff(np.clip(offsets[s_a:s_b + 1], c0, c1))
+    xs, ys = x[c0:c1], y[c0:c1]
+    tb = (t[c0:c1] - np.repeat(t0[s_a:s_b], cnt)) * np.repeat(scale[s_a:s_b], cnt)
+    ti = np.trunc(tb)  # as int(): toward zero, as the definition
+    frac = tb - ti
+    ti = np.clip(ti, -2, n_bins + 1).astype(np.int64)
+    sign = np.where(p[c0:c1] > 0, 1.0, -1.0)
+    inside = (xs < W) & (ys < H)
+    w_left = np.where(inside & (ti >= 0) & (ti < n_bins), sign * (1.0 - frac), 0.0).astype(np.float32)
+    w_right = np.where(inside & (ti >= -1) & (ti < n_bins - 1), sign * frac, 0.0).astype(np.float32)
+    base = np.repeat((np.arange(s_a, s_b, dtype=np.int64) - s0) * stride, cnt)
+    base += np.where(inside, ys.astype(np.int64) * W + xs, 0)
+    np.add.at(work, base + np.clip(ti, 0, n_bins - 1) * hw, w_left)
+    np.add.at(work, base + np.clip(ti + 1, 0, n_bins - 1) * hw, w_right)
 
 
 # ---------------------------------------------------------------------------
@@ -750,105 +823,165 @@ def time_surface(x, y, t, p, offsets, f_sample, f_end, f_ref, tau, out, W, H, P)
     _time_surface_np(x, y, t, p, offsets, f_sample, f_end, f_ref, tau, out, W, H, P)
 
 
+_TS_WORK = 1 << 19  # floats of the work buffer of packed samples' frames (2 MB: fewer calls, still cached)
+_TS_STEP = 1 << 16  # events per step of the scatter: temporaries stay in cache
+_TS_BLOCK = 1 << 15  # pixels per block of a recurrence; frames this large are built one by one
+
+
 def _time_surface_np(x, y, t, p, offsets, f_sample, f_end, f_ref, tau, out, W, H, P) -> None:
-    # Groups of frames small enough to stay in cache. In a group, a table of
-    # keys (frame, pixel) starts at "nothing yet" (or, for the group's first
-    # frame, at the previous group's last frame of the same sample), takes
-    # each frame's new events by scatters (in time order, so a pixel keeps its
-    # latest event), is carried forward over frames by a running maximum, then
-    # becomes exp((t - ref) / tau) in three ufunc passes. Keys are the time
-    # since the sample's first event plus ``big`` per sample of the group
-    # (samples never mix in the running maximum); "nothing yet" sits ``gap``
-    # below a sample's earliest key, where exp underflows to an exact 0 in
-    # float32, so no masking.
+    # A frame is the previous frame of its sample times the decay between
+    # them, overwritten with exp((t - ref) / tau) at the pixels of its new
+    # events (the numba kernel's recurrence: no exp per output element).
+    # Frames of at least _TS_BLOCK pixels are built so, one at a time, in the
+    # output. Smaller frames would make numpy's per-call costs dominate, so
+    # they start as zeros plus one scatter of all their new events' values
+    # (in event order: a pixel keeps its latest event), then ``max(frame,
+    # previous * decay)`` runs over frames (a maximum, not an overwrite: in a
+    # time-sorted sample, as window slicing needs, a newer event never gives
+    # less; out of order, it may keep an older pixel value than the numba
+    # kernel's last-event rule). Short samples are
+    # packed into a work buffer laid out (rank, sample, pixel), so that one
+    # contiguous ufunc call covers the k-th frames of many samples, then
+    # taken to their places; a longer sample is worked in the output, by
+    # blocks of pixels that stay in cache.
     F = len(f_sample)
     if F == 0:
         return
-    hw = H * W
-    phw = P * hw
-    counts = np.diff(offsets)
-    ne = counts > 0
-    t_first = np.zeros(len(counts), np.int64)
-    t_first[ne] = t[offsets[:-1][ne]]
-    span = int((t[offsets[1:][ne] - 1] - t_first[ne]).max()) + 1 if ne.any() else 1
-    small_times = int(np.abs(t_first).max()) + span < 1 << 52 if len(t_first) else True
-    gap = int(np.ceil(120.0 * tau)) + 1  # exp(-120) is below float32's smallest value
-    big = span + gap
-    same = np.zeros(F, bool)
-    same[1:] = f_sample[1:] == f_sample[:-1]
-    lo = offsets[f_sample].copy()  # a frame's new events: [lo, f_end)
-    lo[same] = f_end[:-1][same[1:]]
+    phw = P * H * W
+    first = np.ones(F, bool)
+    first[1:] = f_sample[1:] != f_sample[:-1]
+    run_start = np.flatnonzero(first)  # frames of one sample form a run
+    n_run = np.diff(np.append(run_start, F))
+    rank = np.arange(F, dtype=np.int64) - np.repeat(run_start, n_run)
+    lo = offsets[f_sample].astype(np.int64)  # a frame's new events: [lo, f_end)
+    lo[~first] = f_end[:-1][~first[1:]]
     lo = np.minimum(lo, f_end)
-    ref_rel = f_ref - t_first[f_sample]
-    inv_tau = np.float32(1.0 / tau)
-    G = max(1, min((1 << 16) // phw, (1 << 52) // big))  # keys of a group stay exact in float64
-    step = 1 << 16  # events per scatter: their temporaries stay in cache
-    # float64 keys (exact below 2**53) subtract in a plain float loop; + a trash row
-    # (events outside the sensor or between frames)
-    mem_buf = np.empty((G + 1) * phw)
-    arg_buf = np.empty(G * phw, np.float32)
-    prev_shift = 0  # key shift of the previous group's last frame
-    prev_last = 0  # row of that frame in mem_buf
-    for f0 in range(0, F, G):
-        f1 = min(F, f0 + G)
-        g = f1 - f0
-        mem = mem_buf[:g * phw].reshape(g, phw)
-        s_rel = f_sample[f0:f1] - f_sample[f0]
-        empty_key = s_rel * big - gap
-        if f0 and same[f0]:  # the sample goes on: start from its last frame
-            if prev_last:
-                mem[0] = mem_buf[prev_last * phw:(prev_last + 1) * phw]
-            if prev_shift:
-                mem[0] -= prev_shift
-            mem[1:] = empty_key[1:, None]
+    decay = np.zeros(F, np.float32)
+    decay[~first] = np.exp(-(f_ref[1:] - f_ref[:-1])[~first[1:]] / tau)
+    ref_int = np.floor(f_ref).astype(np.int64)  # arguments from exact integer differences
+    ref_frac = (f_ref - ref_int).astype(np.float32)
+    ev = (x, y, t, p, ref_int, ref_frac, np.float32(1.0 / tau), W, H, P)
+    out2 = out[:F * phw].reshape(F, phw)
+    with np.errstate(over="ignore", invalid="ignore"):  # events between windows go to a trash row
+        if phw >= _TS_BLOCK:
+            for f in range(F):
+                if first[f]:
+                    out2[f].fill(0.0)
+                else:
+                    np.multiply(out2[f - 1], decay[f], out=out2[f])
+                _ts_scatter(out2[f], np.zeros(1, np.int64), -1, lo[f:f + 1], f_end[f:f + 1], f, ev)
+            return
+        R = len(run_start)
+        per = max(1, _TS_WORK // phw)  # frames in the work buffer
+        buf = None
+        r0 = 0
+        while r0 < R:  # groups of whole samples, padded to their longest
+            S = max(1, per // int(n_run[r0]))
+            K = int(n_run[r0:r0 + S].max())
+            if S > 1 and S * K > per:
+                S = max(1, per // K)
+                K = int(n_run[r0:r0 + S].max())
+            r1 = min(R, r0 + S)
+            F0, F1 = int(run_start[r0]), int(run_start[r1]) if r1 < R else F
+            if r1 - r0 == 1:
+                _ts_sample_blocks(out2[F0:F1], lo, f_end, decay, F0, F1, ev)
+            else:
+                if buf is None:
+                    buf = np.empty((per + 1) * phw, np.float32)
+                _ts_packed(buf, out2, rank, n_run[r0:r1], lo, f_end, decay, F0, F1, K, ev)
+            r0 = r1
+
+
+def _ts_sample_blocks(frames, lo, f_end, decay, F0, F1, ev):
+    """Frames ``[F0, F1)`` of one sample, in place: a scatter, then the recurrence by blocks of pixels."""
+    g, phw = frames.shape
+    frames.fill(0.0)
+    _ts_scatter(frames.reshape(-1), np.arange(g, dtype=np.int64) * phw, -1, lo[F0:F1], f_end[F0:F1],
+                F0, ev)
+    tmp = np.empty(min(phw, _TS_BLOCK), np.float32)
+    dk = decay[F0:F1].tolist()
+    for b0 in range(0, phw, _TS_BLOCK):
+        b1 = min(phw, b0 + _TS_BLOCK)
+        tb = tmp[:b1 - b0]
+        for k in range(1, g):
+            np.multiply(frames[k - 1, b0:b1], dk[k], out=tb)
+            np.maximum(frames[k, b0:b1], tb, out=frames[k, b0:b1])
+
+
+def _ts_packed(buf, out2, rank, n_run, lo, f_end, decay, F0, F1, K, ev):
+    """Frames ``[F0, F1)`` of ``S = len(n_run)`` samples through a work buffer ``(K, S, phw)``
+    plus a trash row; the recurrence covers the k-th frames of all samples per call."""
+    S = len(n_run)
+    g, phw = F1 - F0, out2.shape[1]
+    work = buf[:(K * S + 1) * phw]
+    work.fill(0.0)
+    slot = rank[F0:F1] * S + np.repeat(np.arange(S), n_run)
+    _ts_scatter(work, slot * phw, K * S * phw, lo[F0:F1], f_end[F0:F1], F0, ev)
+    w3 = work[:K * S * phw].reshape(K, S, phw)
+    tmp = np.empty((S, phw), np.float32)
+    d = decay[F0:F1][rank[F0:F1] > 0]
+    if len(d) == 0 or (d == d[0]).all():  # one decay (windows every dt): a scalar
+        dk = [d[0] if len(d) else np.float32(0)] * K
+    else:
+        dpad = np.zeros(K * S, np.float32)
+        dpad[slot] = decay[F0:F1]
+        dk = dpad.reshape(K, S, 1)
+    for k in range(1, K):
+        np.multiply(w3[k - 1], dk[k], out=tmp)
+        np.maximum(w3[k], tmp, out=w3[k])
+    # mode="clip": "raise" would buffer the output
+    np.take(work.reshape(-1, phw), slot, axis=0, out=out2[F0:F1], mode="clip")
+
+
+def _ts_scatter(work, rows, trash, lo, end, F0, ev) -> None:
+    """``work[rows[f] + pixel] = exp((t - ref[F0 + f]) / tau)`` for the new events
+    ``[lo[f], end[f])`` of each frame, in event order. Events between frames go to
+    ``trash`` (``trash < 0``: there are none); events off the sensor are dropped."""
+    x, y, t, p, ref_int, ref_frac, inv_tau, W, H, P = ev
+    g = len(rows)
+    e0, e1 = int(lo[0]), int(end[-1])
+    if e1 <= e0:
+        return
+    # frames' new events alternate with events between frames
+    seg_end = np.empty(2 * g - 1, np.int64)
+    seg_end[0::2] = end
+    seg_end[1::2] = lo[1:]
+    seg_row = np.full(2 * g - 1, max(trash, 0), np.int64)
+    seg_row[0::2] = rows
+    seg_ref = np.zeros(2 * g - 1, np.int64)
+    seg_ref[0::2] = ref_int[F0:F0 + g]
+    seg_frac = np.zeros(2 * g - 1, np.float32)
+    seg_frac[0::2] = ref_frac[F0:F0 + g]
+    whole = not seg_frac.any()  # integer references (integer dt and times): no fraction to take
+    ptype = _pixel_type(P * H * W)
+    for c0 in range(e0, e1, _TS_STEP):
+        c1 = min(e1, c0 + _TS_STEP)
+        k0 = int(np.searchsorted(seg_end, c0, side="right"))
+        k1 = int(np.searchsorted(seg_end, c1, side="left")) + 1
+        pix = _pixel_index(x, y, p, c0, c1, W, H, P, ptype)
+        if k1 - k0 == 1:  # the step lies in one segment: scalars, no repeat
+            idx = np.add(pix, int(seg_row[k0]), dtype=np.int64)
+            rel = np.subtract(t[c0:c1], seg_ref[k0])
+            frac = seg_frac[k0]
         else:
-            mem[:] = empty_key[:, None]
-        e0, e1 = int(lo[f0]), int(f_end[f1 - 1])
-        if e1 > e0:
-            # frames' new events alternate with events between frames (after a sample's
-            # last window): those go to the trash row, so the columns are plain slices
-            seg_end = np.empty(2 * g - 1, np.int64)
-            seg_end[0::2] = f_end[f0:f1]
-            seg_end[1::2] = lo[f0 + 1:f1]
-            seg_row = np.full(2 * g - 1, g * phw, np.int64)
-            seg_row[0::2] = np.arange(g) * phw
-            seg_shift = np.zeros(2 * g - 1, np.int64)
-            seg_shift[0::2] = s_rel * big - t_first[f_sample[f0:f1]]
-            for c0 in range(e0, e1, step):
-                c1 = min(e1, c0 + step)
-                ends = np.clip(seg_end, c0, c1)
-                lengths = np.diff(ends, prepend=c0)
-                if P > 1:
-                    idx = np.multiply(p[c0:c1], H, dtype=np.int64)
-                    idx += y[c0:c1]
-                else:
-                    idx = y[c0:c1].astype(np.int64)
-                idx *= W
-                idx += x[c0:c1]
-                used = np.flatnonzero(lengths)
-                if len(used) == 1:  # the chunk lies in one frame (long frames): scalars, no repeat
-                    if seg_row[used[0]]:
-                        idx += seg_row[used[0]]
-                    shift = seg_shift[used[0]]
-                else:
-                    idx += np.repeat(seg_row, lengths)
-                    shift = np.repeat(seg_shift, lengths)
-                bad = _outside(x, y, p, c0, c1, W, H, P)
-                if bad is not None:
-                    idx[bad] = g * phw
-                if small_times:  # float64 sums of integers below 2**52: exact, in one pass
-                    key = np.add(t[c0:c1], shift, dtype=np.float64)
-                else:
-                    key = (t[c0:c1] + shift).astype(np.float64)
-                mem_buf[idx] = key  # the last assignment wins: the pixel's latest event
-        for r in range(1, g):  # row by row: maximum.accumulate(axis=0) runs down columns, 5x slower
-            np.maximum(mem[r], mem[r - 1], out=mem[r])
-        prev_last = g - 1
-        prev_shift = int(s_rel[-1]) * big
-        arg = arg_buf[:g * phw].reshape(g, phw)  # float32 from here: 2x faster exp
-        np.subtract(mem, (s_rel * big + ref_rel[f0:f1])[:, None], out=arg)
+            lengths = _segment_lengths(seg_end[k0:k1], c0, c1)
+            idx = np.repeat(seg_row[k0:k1], lengths)
+            idx += pix
+            rel = np.subtract(t[c0:c1], np.repeat(seg_ref[k0:k1], lengths))
+            frac = None if whole else np.repeat(seg_frac[k0:k1], lengths)
+        arg = rel.astype(np.float32)
+        if not whole:
+            arg -= frac
         arg *= inv_tau
-        np.exp(arg, out=out[f0 * phw:f1 * phw].reshape(g, phw))
+        val = np.exp(arg, out=arg)
+        bad = _outside(x, y, p, c0, c1, W, H, P)
+        if bad is not None:
+            if trash >= 0:
+                idx[bad] = trash
+            else:
+                keep = np.flatnonzero(~bad)
+                idx, val = idx[keep], val[keep]
+        work[idx] = val
 
 
 # ---------------------------------------------------------------------------
