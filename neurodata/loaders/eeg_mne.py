@@ -356,13 +356,13 @@ def read_raw(path, kind: str | None = None, verbose="error"):
     }
     try:
         raw = readers[kind](opened, preload=False, verbose=verbose)
-    except NeurodataError:
-        raise
-    except Exception as e:  # MNE raises bare Exception/AssertionError on corrupt headers too
-        raise CorruptFileError(f"MNE cannot read this {kind} file: {e}".splitlines()[0], p) from None
-    finally:
-        if opened != p and "raw" not in locals():
+    except BaseException as e:
+        if opened != p:
             _remove_folder(opened.parent)
+        if isinstance(e, NeurodataError) or not isinstance(e, Exception):
+            raise
+        # MNE raises bare Exception/AssertionError on corrupt headers too
+        raise CorruptFileError(f"MNE cannot read this {kind} file: {e}".splitlines()[0], p) from None
     if opened != p:  # the prepared copy lives as long as the raw reading from it
         import weakref
 
