@@ -13,14 +13,16 @@ Two workloads:
   four quadrants and in time, so that it has a real recording's spatial
   locality (a clustered random walk if absent).
 
-Columns: neurodata and tonic rates in M events/s (median of ``--repeats``),
-their ratio, and neurodata's rate as % of the memory-copy rate (numpy copy of
-the same x, y, t, p columns, the ceiling for a one-pass transform). Transforms
-run single-threaded. tonic's per-event Python loops (Denoise,
-RefractoryPeriod, Decimation, ToAveragedTimesurface) are timed on the first
-``--tonic-samples`` samples / ``--tonic-cap`` events (marked ``*``); their
-rate does not depend on length. Other processes on the machine make absolute figures
-noisy: compare ratios and % of copy.
+Columns: neurodata and tonic rates in M events/s (medians of ``--repeats``
+rounds), their ratio and its range over the rounds, and neurodata's rate as %
+of the memory-copy rate (numpy copy of the same x, y, t, p columns, the
+ceiling for a one-pass transform). Each round times tonic and then each
+backend back to back, and the ratio is the median of the rounds' ratios: the
+machine's speed drifts with other jobs, and a ratio of two rates measured
+minutes apart carries that drift. Transforms run single-threaded. tonic's
+per-event Python loops (Denoise, RefractoryPeriod, Decimation,
+ToAveragedTimesurface) are timed on the first ``--tonic-samples`` samples /
+``--tonic-cap`` events (marked ``*``); their rate does not depend on length.
 
 Usage::
 
@@ -187,8 +189,8 @@ def run(args):
     if _kernels._numba is None or os.environ.get("NEURODATA_NO_NUMBA", "") not in ("", "0"):
         backends = ["numpy"]
     print(f"neurodata.transforms vs tonic; backends: {', '.join(backends)}; "
-          f"medians of {args.repeats} repeats; single-threaded; machine shared with other jobs, "
-          f"figures noisy (compare ratios)\n")
+          f"medians of {args.repeats} interleaved rounds; single-threaded; machine shared with "
+          f"other jobs, figures noisy (compare ratios)\n")
 
     workloads = []
     if "nmnist" in args.workloads:
@@ -216,37 +218,59 @@ def run(args):
         rows = cases(kind, sensor, dur, n)
         if args.only:
             rows = [r for r in rows if any(o.lower() in r[0].lower() for o in args.only)]
-        tonic_rates = {}
-        for name, _, tt, capped in rows:
+        print(f"   {'transform':28s} {'backend':>7s} {'neurodata':>10s} {'tonic':>11s} {'ratio':>7s} "
+              f"{'ratios per round':>22s} {'% copy':>7s}")
+        for name, nd, tt, capped in rows:
             if args.no_tonic or tt is None:
-                continue
-            if kind == "nmnist":
+                tonic_call = None
+            elif kind == "nmnist":
                 part = tonic_samples[: args.tonic_samples] if capped else tonic_samples
                 m = sum(len(e) for e in part)
 
-                def setup(part=part):
-                    return [e.copy() for e in part]  # tonic transforms may write into their input
-
-                sec = median_time(lambda evs: [tt(e) for e in evs], args.tonic_repeats, setup)
-                tonic_rates[name] = (m / sec, m < n)
+                def tonic_call(part=part, tt=tt):
+                    evs = [e.copy() for e in part]  # tonic transforms may write into their input
+                    t0 = time.perf_counter()
+                    for e in evs:
+                        tt(e)
+                    return time.perf_counter() - t0
             else:
                 m = min(args.tonic_cap, n) if capped else n
                 part = whole[:m]
-                sec = median_time(lambda e: tt(e), args.tonic_repeats if m == n else args.repeats,
-                                  lambda: part.copy())
-                tonic_rates[name] = (m / sec, m < n)
-        for be in backends:
-            _kernels.set_backend(be)
-            print(f"\n   backend: {be}")
-            print(f"   {'transform':28s} {'neurodata':>11s} {'tonic':>11s} {'ratio':>8s} {'% copy':>7s}")
-            for name, nd, _, _ in rows:
-                nd(batch)  # compile / warm up
-                sec = median_time(lambda: nd(batch), args.repeats)
-                rate = n / sec
-                tr = tonic_rates.get(name)
-                tonic_s = f"{tr[0] / 1e6:10.2f}{'*' if tr[1] else ' '}" if tr else f"{'-':>11s}"
-                ratio = f"{rate / tr[0]:7.1f}x" if tr else f"{'-':>8s}"
-                print(f"   {name:28s} {rate / 1e6:10.1f}  {tonic_s} {ratio} {100 * rate / copy_rate:6.0f}%")
+
+                def tonic_call(part=part, tt=tt):
+                    e = part.copy()
+                    t0 = time.perf_counter()
+                    tt(e)
+                    return time.perf_counter() - t0
+            for be in backends:  # compile / warm up
+                _kernels.set_backend(be)
+                nd(batch)
+            # interleaved rounds: tonic, then each backend, so that the machine's drifting
+            # speed (other jobs) falls on both sides of each ratio
+            tonic_rounds = args.tonic_repeats if tonic_call is not None else 0
+            rounds = max(args.repeats, tonic_rounds)
+            nd_rates = {be: [] for be in backends}
+            tonic_rates = []
+            for r in range(rounds):
+                if r < tonic_rounds:
+                    tonic_rates.append(m / tonic_call())
+                for be in backends:
+                    _kernels.set_backend(be)
+                    t0 = time.perf_counter()
+                    nd(batch)
+                    nd_rates[be].append(n / (time.perf_counter() - t0))
+            for be in backends:
+                rate = statistics.median(nd_rates[be])
+                if tonic_rates:
+                    tr = statistics.median(tonic_rates)
+                    per_round = [a / b for a, b in zip(nd_rates[be], tonic_rates)]
+                    ratio = f"{statistics.median(per_round):6.1f}x"
+                    spread = f"{min(per_round):.1f}-{max(per_round):.1f}x"
+                    tonic_s = f"{tr / 1e6:10.2f}{'*' if m < n else ' '}"
+                else:
+                    ratio, spread, tonic_s = f"{'-':>7s}", "-", f"{'-':>11s}"
+                print(f"   {name:28s} {be:>7s} {rate / 1e6:10.1f} {tonic_s} {ratio} {spread:>22s} "
+                      f"{100 * rate / copy_rate:6.0f}%")
                 sys.stdout.flush()
         print()
     print("rates in M events/s; * tonic timed on the first "

@@ -468,3 +468,40 @@ def test_searchsorted_segments_many_samples(backend):
     ref = [offsets[s] + np.searchsorted(t[offsets[s]:offsets[s + 1]], v, "left") for s, v in zip(qs, q)]
     np.testing.assert_array_equal(ours, ref)
     assert len(offsets) > _kernels._SEARCH_LOOP
+
+
+@pytest.mark.parametrize("w, h, n_pol", [(13, 9, 2), (34, 34, 1), (300, 200, 2)])
+def test_accumulate_windows_matches_definition(backend, w, h, n_pol):
+    """Frames of windows with gaps between them, overlapping windows (several numpy
+    passes, the later ones adding), empty windows, events off the sensor (x, y or
+    polarity), int16 sums that wrap, and both numpy paths: sparse frames (add.at,
+    many cells per event) and dense ones (bincount, few cells per event)."""
+    rng = np.random.default_rng(w * h)
+    n = 60_000
+    x = rng.integers(0, w + 2, n).astype(np.uint16)
+    y = rng.integers(0, h + 1, n).astype(np.uint16)
+    p = rng.integers(0, 3, n).astype(np.uint8)
+    x[:40_000] = 1  # 40,000 events at one pixel: the int16 count wraps
+    y[:40_000] = 2
+    p[:40_000] = 0
+    perm = rng.permutation(n)
+    x, y, p = x[perm], y[perm], p[perm]
+    cases = {
+        "gaps": (np.arange(0, n, 700), np.arange(0, n, 700) + 350),
+        "tiles": (np.arange(0, n, 30), np.minimum(np.arange(0, n, 30) + 30, n)),
+        "few dense": (np.array([0, 20_000, 20_000, 45_000]), np.array([20_000, 20_000, 41_000, n])),
+        "whole": (np.array([0]), np.array([n])),
+        "overlapping": (np.arange(0, n - 500, 200), np.arange(0, n - 500, 200) + 500),
+    }
+    for name, (starts, ends) in cases.items():
+        starts, ends = starts.astype(np.int64), ends.astype(np.int64)
+        slots = np.arange(len(starts), dtype=np.int64)
+        out = _kernels.frames_buffer(len(starts) * n_pol * h * w, np.dtype(np.int16))
+        _kernels.accumulate_windows(x, y, p, starts, ends, slots, out, w, h, n_pol, zero=True)
+        ref = np.zeros((len(starts), n_pol, h, w), np.int64)
+        for k, (a, b) in enumerate(zip(starts, ends)):
+            xs, ys, ps = x[a:b].astype(np.int64), y[a:b].astype(np.int64), p[a:b].astype(np.int64)
+            ps = np.zeros_like(ps) if n_pol == 1 else ps
+            ok = (xs < w) & (ys < h) & (ps < n_pol)
+            np.add.at(ref[k], (ps[ok], ys[ok], xs[ok]), 1)
+        np.testing.assert_array_equal(out.reshape(ref.shape), ref.astype(np.int16), err_msg=name)

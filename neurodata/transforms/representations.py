@@ -97,12 +97,21 @@ def slice_windows(batch: EventBatch, time_window=None, event_count=None, n_time_
         sample, rank = _frame_ranks(n)
         ws = rank * step[sample] + t0[sample]
         we = ws + width[sample]
-        # start and end of each window in one search (queries stay grouped by sample)
-        q = np.empty(2 * len(ws), np.int64)
-        q[0::2] = _ceil_int(ws)
-        q[1::2] = _ceil_int(we)
-        pos = K.searchsorted_segments(t, off, np.repeat(sample, 2), q)
-        return _Windows(pos[0::2].copy(), pos[1::2].copy(), sample, n, ws)
+        # starts and ends of the windows in one search, grouped by sample; an end that is
+        # the next window's start (windows tiling time) is not searched again
+        qs, qe = _ceil_int(ws), _ceil_int(we)
+        own_end = np.ones(len(qe), bool)
+        own_end[:-1] = (qe[:-1] != qs[1:]) | (sample[:-1] != sample[1:])
+        qsample = np.concatenate((sample, sample[own_end]))
+        q = np.concatenate((qs, qe[own_end]))
+        order = np.argsort(qsample, kind="stable")
+        pos = np.empty(len(q), np.int64)
+        pos[order] = K.searchsorted_segments(t, off, qsample[order], q[order])
+        starts = pos[:len(qs)]
+        ends = np.empty(len(qs), np.int64)
+        ends[own_end] = pos[len(qs):]
+        ends[:-1][~own_end[:-1]] = starts[1:][~own_end[:-1]]
+        return _Windows(starts, ends, sample, n, ws)
 
     if event_count is not None:
         stride = int(event_count - overlap)
