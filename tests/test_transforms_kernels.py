@@ -298,12 +298,10 @@ def test_vectorised_exp_accuracy():
 
 @pytest.mark.parametrize("sorted_times", [True, False])
 def test_voxel_grid_large_sensor_matches_definition(backend, sorted_times):
-    """A sensor whose volume does not fit the numpy twin's work volume (each sample is
-    built in the output, its last bin's events skipped by the right scatter), with
-    events outside the sensor, an empty sample, and (unsorted) times before the first
-    or past the last bin."""
-    w, h = 520, 300  # 5 bins (4 + a spare) of 156,000 pixels > _VOX_WORK
-    assert 5 * w * h > _kernels._VOX_WORK
+    """A large sensor (the numpy twin's steps cover part of a sample), with events
+    outside the sensor, an empty sample, and (unsorted) times before the first or
+    past the last bin."""
+    w, h = 520, 300
     rng = np.random.default_rng(21)
     samples = [make_sample(rng, 2500, w, h, 80_000, t0=3, outside=0.03),
                make_sample(rng, 0, w, h, 1),
@@ -347,11 +345,11 @@ def test_time_surface_frames_longer_than_a_chunk(backend):
 
 
 def test_voxel_grid_many_packed_groups(backend):
-    """More samples than one work volume of the numpy twin holds (samples packed with a
-    spare bin each, groups of 16 here): empty, one-event and one-timestamp samples and an
-    unsorted sample (per-event path inside a packed group) at and around group boundaries,
-    events off the sensor, one bin (every right weight falls in the spare bin)."""
-    w, h = 40, 40  # (7 + 1) bins of 1600 pixels: 20 samples per 2**18-float volume
+    """Many samples per numpy step, whose last bins' right weights (0) land on the next
+    sample: empty, one-event and one-timestamp samples, an unsorted sample (per-event
+    path), events off the sensor, one bin (every right weight is 0), and an output
+    that starts as NaN (every cell must be written)."""
+    w, h = 40, 40
     rng = np.random.default_rng(31)
     samples = []
     for i in range(45):
@@ -376,6 +374,9 @@ def test_voxel_grid_many_packed_groups(backend):
         ours = T.ToVoxelGrid((w, h, 2), n_time_bins=n_bins)(batch)
         for i, ev in enumerate(samples):
             np.testing.assert_allclose(ours[i], voxel_reference(ev, w, h, n_bins), rtol=1e-5, atol=1e-5)
+        raw = np.full(len(samples) * n_bins * h * w, np.nan, np.float32)
+        _kernels.voxel_grid(batch.x, batch.y, batch.t, batch.p, batch.offsets, n_bins, raw, w, h)
+        np.testing.assert_array_equal(raw.reshape(ours.shape), ours)
 
 
 def test_voxel_grid_epoch_timestamps(backend):
@@ -505,3 +506,22 @@ def test_accumulate_windows_matches_definition(backend, w, h, n_pol):
             ok = (xs < w) & (ys < h) & (ps < n_pol)
             np.add.at(ref[k], (ps[ok], ys[ok], xs[ok]), 1)
         np.testing.assert_array_equal(out.reshape(ref.shape), ref.astype(np.int16), err_msg=name)
+
+
+@pytest.mark.parametrize("step", [97, 1024])
+def test_voxel_grid_numpy_steps_split_bins(monkeypatch, step):
+    """The numpy twin's steps ending inside bins, inside a sample's last bin and right
+    at sample ends (small steps), over samples of every kind."""
+    monkeypatch.setattr(_kernels, "_VOX_STEP", step)
+    monkeypatch.setattr(_kernels, "_BACKEND", "numpy")
+    rng = np.random.default_rng(step)
+    w, h = 11, 7
+    samples = [make_sample(rng, int(n), w, h, int(rng.integers(1, 10**5)), t0=int(rng.integers(0, 10**9)))
+               for n in (0, 300, 1, 97, 0, 2048, 5, 0)]
+    batch = T.EventBatch.from_samples(samples)
+    for n_bins in (1, 2, 5):
+        raw = np.full(len(samples) * n_bins * h * w, np.nan, np.float32)
+        _kernels.voxel_grid(batch.x, batch.y, batch.t, batch.p, batch.offsets, n_bins, raw, w, h)
+        ours = raw.reshape(len(samples), n_bins, 1, h, w)
+        for i, ev in enumerate(samples):
+            np.testing.assert_allclose(ours[i], voxel_reference(ev, w, h, n_bins), rtol=1e-5, atol=1e-5)
