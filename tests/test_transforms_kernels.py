@@ -525,3 +525,48 @@ def test_voxel_grid_numpy_steps_split_bins(monkeypatch, step):
         ours = raw.reshape(len(samples), n_bins, 1, h, w)
         for i, ev in enumerate(samples):
             np.testing.assert_allclose(ours[i], voxel_reference(ev, w, h, n_bins), rtol=1e-5, atol=1e-5)
+
+
+def hats_reference(ev, w, h, n_pol, surface, cell, time_window, tau):
+    """Per-event loop over Sironi et al. 2018's averaged time surfaces, as tonic defines
+    them: earlier events (by position) of the same cell and polarity with a float32
+    time at or after ``max(0, t - time_window)`` and within ``surface // 2`` pixels."""
+    rho = surface // 2
+    gw, gh = -(-w // cell), -(-h // cell)
+    out = np.zeros((gw * gh, n_pol, surface, surface))
+    count = np.zeros((gw * gh, n_pol))
+    seen = {}
+    for e in ev:
+        x, y, p = int(e["x"]), int(e["y"]), int(e["p"]) if n_pol > 1 else 0
+        if x >= w or y >= h or p >= n_pol:
+            continue
+        key = ((y // cell) * gw + x // cell, p)
+        ti = np.float32(e["t"])
+        start = max(np.float32(0), ti - np.float32(time_window))
+        out[key][rho, rho] += 1
+        count[key] += 1
+        for xj, yj, tj in seen.get(key, []):
+            if tj >= start and abs(xj - x) <= rho and abs(yj - y) <= rho:
+                out[key][yj - y + rho, xj - x + rho] += math.exp(-(float(ti) - float(tj)) / tau)
+        seen.setdefault(key, []).append((x, y, ti))
+    return (out / np.maximum(count, 1)[:, :, None, None]).astype(np.float32)
+
+
+def test_averaged_time_surface_matches_definition(backend):
+    """Several samples (their times restart, so the batch is not time-sorted while
+    each sample is: looking back stops at the window), an unsorted sample (every
+    earlier event of the group is checked), events off the sensor, an empty sample."""
+    rng = np.random.default_rng(41)
+    w, h = 23, 17
+    samples = [make_sample(rng, 1500, w, h, 40_000, t0=10**6, outside=0.03),
+               make_sample(rng, 0, w, h, 1),
+               make_sample(rng, 900, w, h, 30_000, t0=5),
+               make_sample(rng, 700, w, h, 50_000, t0=10**5)]
+    samples[3]["t"] = rng.permutation(samples[3]["t"])
+    samples[2]["y"][:50] = h + 1
+    batch = T.EventBatch.from_samples(samples)
+    tr = T.ToAveragedTimeSurface((w, h, 2), surface_size=5, cell_size=6, time_window=4e3, tau=1.5e3)
+    ours = tr(batch)
+    for i, ev in enumerate(samples):
+        np.testing.assert_allclose(ours[i], hats_reference(ev, w, h, 2, 5, 6, 4e3, 1.5e3),
+                                   rtol=2e-5, atol=1e-6)

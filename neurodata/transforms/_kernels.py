@@ -1057,43 +1057,63 @@ def averaged_time_surface(x, y, t, group, n_groups, rho, time_window, tau, decay
     ``time_window`` and ``rho`` pixels contribute, as in Sironi et al. 2018.
     """
     order = np.argsort(group, kind="stable")
-    gstart = np.searchsorted(group[order], np.arange(n_groups + 1))
+    gs = group[order]
+    gstart = np.searchsorted(gs, np.arange(n_groups + 1))
     lin = decay == "lin"
+    # time-sorted within every group (a batch of time-sorted samples is, though its
+    # concatenated times are not): looking back stops at the window's start
+    ts_all = t[order]
+    sorted_t = bool(len(t) < 2 or np.all((ts_all[1:] >= ts_all[:-1]) | (gs[1:] != gs[:-1])))
     if _nb():
-        sorted_t = bool(len(t) < 2 or np.all(np.diff(t) >= 0))
         _hats_jit(x, y, t, group, order, gstart, int(rho), float(time_window), float(tau),
                   lin, sorted_t, out)
         return
+    _hats_np(x, y, ts_all, gs, order, gstart, int(rho), float(time_window), float(tau), lin,
+             sorted_t, out)
+
+
+_HATS_PAIRS = 1 << 20  # (event, earlier event) pairs per numpy step
+
+
+def _hats_np(x, y, ts_all, gs, order, gstart, rho, time_window, tau, lin, sorted_t, out):
+    # Every event's earlier events in its group and window form a range of
+    # positions (found by one vectorised bisection when the groups are
+    # time-sorted, else the whole group before it, masked by time), so the
+    # (event, earlier event) pairs are built by steps of ranges and kept where
+    # they are within rho pixels.
     S = 2 * rho + 1
     ss = S * S
-    gs = group[order]
-    ts = t[order].astype(np.float32)
+    n = len(order)
+    if n == 0:
+        return
+    ts = ts_all.astype(np.float32)  # the definition's float32 times
     xs = x[order].astype(np.int64)
     ys = y[order].astype(np.int64)
-    np.add.at(out, gs * ss + rho * S + rho, 1.0)
+    np.add.at(out, gs * ss + rho * S + rho, np.float32(1.0))
     t_start = np.maximum(np.float32(0), ts - np.float32(time_window))
-    cur = np.arange(len(order), dtype=np.int64)  # positions still looking back
-    sorted_t = bool(len(t) < 2 or np.all(np.diff(t) >= 0))
-    lag = 1
-    while len(cur):
-        j = cur - lag
-        ok = j >= 0
-        cur, j = cur[ok], j[ok]
-        same = gs[j] == gs[cur]
-        cur, j = cur[same], j[same]
-        if not len(cur):
-            break
-        inwin = ts[j] >= t_start[cur]
-        # events sorted in time: once out of the window, stop looking back
-        cur_keep = inwin if sorted_t else np.ones(len(cur), bool)
+    k = np.arange(n, dtype=np.int64)
+    lo = gstart[gs]  # the event's group starts here
+    if sorted_t:
+        lo = bisect_left(ts, lo, k, t_start)
+    csum = np.cumsum(k - lo)
+    k0 = 0
+    while k0 < n:
+        done = int(csum[k0 - 1]) if k0 else 0
+        k1 = max(k0 + 1, int(np.searchsorted(csum, done + _HATS_PAIRS, side="right")))
+        cur = np.repeat(k[k0:k1], k[k0:k1] - lo[k0:k1])
+        j = ranges(lo[k0:k1], k[k0:k1])
+        k0 = k1
+        if not len(j):
+            continue
         dx = xs[j] - xs[cur]
         dy = ys[j] - ys[cur]
-        hit = inwin & (np.abs(dx) <= rho) & (np.abs(dy) <= rho)
-        dt = (ts[cur[hit]] - ts[j[hit]])
+        hit = (np.abs(dx) <= rho) & (np.abs(dy) <= rho)
+        if not sorted_t:
+            hit &= ts[j] >= t_start[cur]
+        cur, j, dx, dy = cur[hit], j[hit], dx[hit], dy[hit]
+        dt = ts[cur] - ts[j]
         val = (-dt / np.float32(3.0 * tau) + 1.0) if lin else np.exp(-dt / np.float32(tau))
-        np.add.at(out, gs[cur[hit]] * ss + (dy[hit] + rho) * S + dx[hit] + rho, val.astype(out.dtype))
-        cur = cur[cur_keep]
-        lag += 1
+        np.add.at(out, gs[cur] * ss + (dy + rho) * S + dx + rho, val.astype(out.dtype))
 
 
 # ---------------------------------------------------------------------------

@@ -312,12 +312,14 @@ class ToAveragedTimeSurface(Representation):
         cell = (y.astype(np.int64) // cs) * gw + x.astype(np.int64) // cs
         group = (batch.sample_index() * ncells + cell) * P + pol
         n_groups = B * ncells * P
-        group = np.where(inside, group, n_groups)  # outside the sensor: a discarded group
-        out = np.zeros((n_groups + 1) * S * S, np.float32)
-        K.averaged_time_surface(x, y, batch.t, group, n_groups + 1, S // 2,
+        t = batch.t
+        if not inside.all():  # events off the sensor take no part
+            x, y, t, group = x[inside], y[inside], t[inside], group[inside]
+        out = np.zeros(n_groups * S * S, np.float32)
+        K.averaged_time_surface(x, y, t, group, n_groups, S // 2,
                                 self.time_window, self.tau, self.decay, out)
-        hist = out[: n_groups * S * S].reshape(n_groups, S, S)
-        n = np.bincount(group, minlength=n_groups + 1)[:n_groups]
+        hist = out.reshape(n_groups, S, S)
+        n = np.bincount(group, minlength=n_groups)
         hist /= np.maximum(n, 1).astype(np.float32)[:, None, None]
         return hist.reshape(B, ncells, P, S, S)
 
