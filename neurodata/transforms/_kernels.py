@@ -609,7 +609,7 @@ def _voxel_np(x, y, t, p, offsets, n_bins, out, W, H) -> None:
     # whose samples are cleared as the steps reach them. The last bin's right
     # weights are set to 0 and land harmlessly on the next sample's first bin
     # (the batch's last sample stops its right scatter before them), which
-    # saves a work volume with a spare bin per sample and its copy (1.2x).
+    # saves a work volume with a spare bin per sample and its copy (1.05-1.1x).
     # A step with events off the sensor, or out of place in time (unsorted
     # samples: frac outside [0, 1]), takes the per-event path with masks.
     n = len(t)
